@@ -1,0 +1,7 @@
+"""``python -m jetqueue``: the jetqueue command."""
+
+import sys
+
+from jetqueue.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""The queue catalog: validated per-queue settings loaded from a YAML file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jetqueue import names
+from jetqueue.errors import JetqueueError, UnknownQueue
+
+
+class BackoffType(StrEnum):
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+
+
+class Backoff(BaseModel):
+    """Delay before retry ``n`` (1-based): ``delay_ms * 2**(n-1)`` or ``delay_ms``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: BackoffType = BackoffType.EXPONENTIAL
+    delay_ms: int = Field(default=1000, ge=0, le=86_400_000)
+
+    def delay_for(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+        if self.type is BackoffType.FIXED:
+            return self.delay_ms / 1000
+        return self.delay_ms * (2 ** max(retry - 1, 0)) / 1000
+
+
+class QueueSpec(BaseModel):
+    """Settings of one queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    display_name: str = ""
+    display_name_en: str = ""
+    priority: int = Field(default=3, ge=1, le=10)
+    concurrency: int = Field(default=10, ge=1, le=1000)
+    attempts: int = Field(default=3, ge=1, le=100)
+    backoff: Backoff = Backoff()
+    timeout_ms: int | None = Field(default=None, ge=1)
+    retention_s: int = Field(default=3600, ge=1)
+    failed_retention_s: int = Field(default=7 * 86400, ge=1)
+    priority_levels: int = Field(default=3, ge=1, le=10)
+    ack_wait_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    max_stalled: int = Field(default=2, ge=0, le=50)
+    max_age_s: int = Field(default=14 * 86400, ge=60)
+    duplicate_window_s: int = Field(default=120, ge=1)
+    replicas: int = Field(default=1, ge=1, le=5)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not names.QUEUE_RE.match(v):
+            raise ValueError("queue names are lower-case letters, digits and '-' (max 63)")
+        return v
+
+    @property
+    def stream(self) -> str:
+        return names.job_stream(self.name)
+
+    @property
+    def default_level(self) -> int:
+        """Level of a job enqueued without a priority: the middle one."""
+        return self.priority_levels // 2
+
+    def level_for(self, priority: int | None) -> int:
+        """Map a job priority (1 = most urgent, BullMQ style) to a level."""
+        if priority is None:
+            return self.default_level
+        return min(max(priority, 1), self.priority_levels) - 1
+
+    @property
+    def max_deliver(self) -> int:
+        # One delivery per run plus one per stall (a worker that died or lost
+        # its lease). Retries are new messages, so they never count here.
+        return 1 + self.max_stalled
+
+
+class CronSpec(BaseModel):
+    """A recurring job registered at producer start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: str
+    name: str
+    cron: str
+    time_zone: str = "UTC"
+    job_name: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Catalog(BaseModel):
+    """All queues and the start-up schedules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queues: tuple[QueueSpec, ...]
+    schedules: tuple[CronSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalog:
+        seen: set[str] = set()
+        for q in self.queues:
+            if q.name in seen:
+                raise ValueError(f"queue {q.name!r} is listed twice")
+            seen.add(q.name)
+        for s in self.schedules:
+            if s.queue not in seen:
+                raise ValueError(f"schedule {s.name!r} names unknown queue {s.queue!r}")
+        return self
+
+    def get(self, name: str) -> QueueSpec:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        raise UnknownQueue(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(q.name == name for q in self.queues)
+
+    @property
+    def names(self) -> list[str]:
+        return [q.name for q in self.queues]
+
+    def only(self, *queue_names: str) -> Catalog:
+        """A catalog restricted to some queues (tests, single-queue workers)."""
+        keep = [self.get(n) for n in queue_names]
+        return Catalog(queues=tuple(keep), schedules=tuple(s for s in self.schedules if s.queue in queue_names))
+
+    def replace(self, name: str, **changes: Any) -> Catalog:
+        """A copy with one queue's settings changed."""
+        self.get(name)
+        qs = tuple(
+            QueueSpec.model_validate({**q.model_dump(), **changes}) if q.name == name else q for q in self.queues
+        )
+        return Catalog(queues=qs, schedules=self.schedules)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Load and validate a catalog file; the packaged seed catalog by default.
+
+    Raises:
+        JetqueueError: the file is missing or invalid (the message says where).
+    """
+    try:
+        if path is None:
+            text = resources.files("jetqueue").joinpath("catalog.yaml").read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        raw = yaml.safe_load(text)
+        return Catalog.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise JetqueueError(f"catalog file not found: {path}") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise JetqueueError(f"invalid catalog {path or '(packaged)'}: {exc}") from exc

@@ -1,0 +1,459 @@
+"""The jetqueue SDK: enqueue, schedule, cancel and read status over NATS.
+
+The producer HTTP API is a thin layer over this class, and any Python service
+can use it directly::
+
+    nc, js = await connect_and_check(settings, name="my-service")
+    client = JobClient(nc, load_catalog())
+    result = await client.enqueue("email-send", "welcome", {"to": "a@b.c"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from jetqueue import names, telemetry
+from jetqueue.catalog import Backoff, Catalog, QueueSpec
+from jetqueue.errors import ConflictError, InvalidJob, JobNotFound, NatsUnavailable
+from jetqueue.job import (
+    TERMINAL_STATUSES,
+    EnqueueResult,
+    Envelope,
+    JobOptions,
+    JobState,
+    JobStatus,
+    new_job_id,
+    now_ms,
+    validate_job_id,
+)
+
+# Headers carried by job messages besides the JSON body.
+H_MSG_ID = "Nats-Msg-Id"
+H_SCHEDULE = "Nats-Schedule"
+H_SCHEDULE_TARGET = "Nats-Schedule-Target"
+H_SCHEDULE_TZ = "Nats-Schedule-Time-Zone"
+H_RUN_AT = "Jq-Run-At"  # ms epoch of a delayed job, for status without parsing the schedule
+H_SCHEDULER = "Nats-Scheduler"  # set by the server on a message a schedule fired
+
+MAX_DELAY_DAYS = 365
+
+
+@dataclass(slots=True)
+class JobRequest:
+    """One job to enqueue (the arguments of :meth:`JobClient.enqueue`)."""
+
+    queue: str
+    name: str
+    data: Any = None
+    job_id: str | None = None
+    priority: int | None = None
+    delay_ms: int | None = None
+    run_at: datetime | None = None
+    options: JobOptions = field(default_factory=JobOptions)
+    user_id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CronSchedule:
+    """A recurring job kept by the broker."""
+
+    queue: str
+    name: str
+    cron: str
+    time_zone: str
+    job_name: str
+    data: Any
+    priority: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "name": self.name,
+            "cron": self.cron,
+            "time_zone": self.time_zone,
+            "job_name": self.job_name,
+            "data": self.data,
+            "priority": self.priority,
+        }
+
+
+def to_broker_cron(expr: str) -> str:
+    """Accept 5-field (minute-first) or 6-field (second-first) cron and macros.
+
+    The broker wants 6 fields; a classic 5-field expression fires at second 0.
+    """
+    expr = " ".join(expr.split())
+    if not expr:
+        raise InvalidJob("cron expression is empty")
+    if expr.startswith("@"):
+        return expr
+    fields = expr.split(" ")
+    if len(fields) == 5:
+        return "0 " + expr
+    if len(fields) == 6:
+        return expr
+    raise InvalidJob(f"cron expression needs 5 or 6 fields, got {len(fields)}: {expr!r}")
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobClient:
+    """Enqueue, schedule, cancel and inspect jobs of the queues in ``catalog``."""
+
+    def __init__(self, nc: NatsClient, catalog: Catalog, *, timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.catalog = catalog
+        self.js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self._kv: KeyValue | None = None
+
+    # ----------------------------------------------------------------- enqueue
+    def _prepare(self, req: JobRequest) -> tuple[QueueSpec, Envelope, str, dict[str, str], int | None]:
+        spec = self.catalog.get(req.queue)
+        if not req.name or not isinstance(req.name, str) or len(req.name) > 200:
+            raise InvalidJob("name must be a non-empty string of at most 200 characters")
+        job_id = validate_job_id(req.job_id) if req.job_id else new_job_id()
+        if req.delay_ms is not None and req.run_at is not None:
+            raise InvalidJob("give delay_ms or run_at, not both")
+        opts = req.options
+        if opts.priority is not None and not 1 <= opts.priority <= 1000:
+            raise InvalidJob("priority must be between 1 (most urgent) and 1000")
+        if req.priority is not None:
+            if not 1 <= req.priority <= 1000:
+                raise InvalidJob("priority must be between 1 (most urgent) and 1000")
+            opts = JobOptions(opts.attempts, opts.backoff, opts.timeout_ms, req.priority)
+        resolved = opts.resolved(spec)
+        run_at: int | None = None
+        now = now_ms()
+        if req.delay_ms is not None:
+            if req.delay_ms < 0 or req.delay_ms > MAX_DELAY_DAYS * 86_400_000:
+                raise InvalidJob(f"delay_ms must be between 0 and {MAX_DELAY_DAYS} days")
+            if req.delay_ms > 0:
+                run_at = now + req.delay_ms
+        elif req.run_at is not None:
+            if req.run_at.tzinfo is None:
+                raise InvalidJob("run_at needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+            run_at = int(req.run_at.timestamp() * 1000)
+            if run_at - now > MAX_DELAY_DAYS * 86_400_000:
+                raise InvalidJob(f"run_at is more than {MAX_DELAY_DAYS} days ahead")
+            if run_at <= now:
+                run_at = None  # in the past: run now
+        env = Envelope(
+            id=job_id,
+            queue=spec.name,
+            name=req.name,
+            data=req.data,
+            attempts=resolved.attempts,
+            backoff=resolved.backoff,
+            timeout_ms=resolved.timeout_ms,
+            priority=resolved.priority,
+            user_id=req.user_id,
+            enqueued_at=now,
+        )
+        level = spec.level_for(resolved.priority)
+        headers: dict[str, str] = {H_MSG_ID: job_id}
+        telemetry.inject(headers)
+        target = names.job_subject(spec.name, level, job_id)
+        if run_at is not None:
+            headers[H_SCHEDULE] = "@at " + _rfc3339(run_at)
+            headers[H_SCHEDULE_TARGET] = target
+            headers[H_RUN_AT] = str(run_at)
+            subject = names.sched_subject(spec.name, job_id)
+        else:
+            subject = target
+        return spec, env, subject, headers, run_at
+
+    @staticmethod
+    def _result(spec: QueueSpec, env: Envelope, ack: PubAck, run_at: int | None) -> EnqueueResult:
+        return EnqueueResult(
+            job_id=env.id,
+            queue=spec.name,
+            state=JobStatus.SCHEDULED if run_at is not None else JobStatus.WAITING,
+            duplicate=bool(ack.duplicate),
+            seq=ack.seq,
+            run_at=run_at,
+        )
+
+    async def enqueue(
+        self,
+        queue: str,
+        name: str,
+        data: Any = None,
+        *,
+        job_id: str | None = None,
+        priority: int | None = None,
+        delay_ms: int | None = None,
+        run_at: datetime | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout_ms: int | None = None,
+        user_id: str | None = None,
+    ) -> EnqueueResult:
+        """Publish one job; the same ``job_id`` within the duplicate window gives one job.
+
+        Raises:
+            UnknownQueue, InvalidJob, NatsUnavailable.
+        """
+        req = JobRequest(
+            queue=queue,
+            name=name,
+            data=data,
+            job_id=job_id,
+            priority=priority,
+            delay_ms=delay_ms,
+            run_at=run_at,
+            options=JobOptions(attempts=attempts, backoff=backoff, timeout_ms=timeout_ms),
+            user_id=user_id,
+        )
+        return await self.enqueue_request(req)
+
+    async def enqueue_request(self, req: JobRequest) -> EnqueueResult:
+        spec, env, subject, headers, run_at = self._prepare(req)
+        with telemetry.tracer().start_as_current_span(
+            f"{spec.name} publish", attributes={"messaging.system": "nats", "jetqueue.job_id": env.id}
+        ):
+            telemetry.inject(headers)
+            ack = await self._publish(subject, env.to_bytes(), headers)
+        return self._result(spec, env, ack, run_at)
+
+    async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
+        """Publish many jobs with pipelined ``publish_async`` (one round trip wait in all).
+
+        Every request is validated before anything is published, so a bad
+        item rejects the whole batch and nothing is half-enqueued.
+        """
+        prepared = [self._prepare(r) for r in requests]
+        try:
+            futures = [
+                await self.js.publish_async(subject, env.to_bytes(), headers=headers)
+                for (_spec, env, subject, headers, _run_at) in prepared
+            ]
+            acks = await asyncio.gather(*futures)
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+            raise NatsUnavailable(f"NATS did not confirm the bulk publish: {exc or type(exc).__name__}") from exc
+        return [self._result(p[0], p[1], ack, p[4]) for p, ack in zip(prepared, acks, strict=True)]
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        try:
+            return await self.js.publish(subject, body, headers=headers)
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
+                nats.errors.OutboundBufferLimitError) as exc:
+            raise NatsUnavailable(f"NATS did not confirm the publish: {exc or type(exc).__name__}") from exc
+        except BadRequestError as exc:
+            raise InvalidJob(f"JetStream refused the job: {exc.description}") from exc
+
+    # --------------------------------------------------------------- schedules
+    async def schedule(
+        self,
+        queue: str,
+        name: str,
+        cron: str,
+        *,
+        data: Any = None,
+        time_zone: str = "UTC",
+        job_name: str | None = None,
+        priority: int | None = None,
+    ) -> CronSchedule:
+        """Create or replace a recurring job (one schedule per queue and name)."""
+        spec = self.catalog.get(queue)
+        if not names.is_valid_token(name):
+            raise InvalidJob("schedule name must be 1-128 letters, digits or _-:=@+")
+        expr = to_broker_cron(cron)
+        sched = CronSchedule(queue, name, cron, time_zone, job_name or name, data, priority)
+        env = Envelope(
+            id=f"cron-{name}",
+            queue=queue,
+            name=sched.job_name,
+            data=data,
+            attempts=spec.attempts,
+            backoff=spec.backoff,
+            timeout_ms=spec.timeout_ms,
+            priority=priority,
+            cron=name,
+        )
+        body = json.loads(env.to_bytes())
+        body["schedule"] = sched.to_dict()
+        headers = {
+            H_SCHEDULE: expr,
+            H_SCHEDULE_TARGET: names.cronjob_subject(queue, spec.level_for(priority), name),
+            H_SCHEDULE_TZ: time_zone,
+        }
+        try:
+            await self.js.publish(names.cron_subject(queue, name), json.dumps(body).encode(), headers=headers)
+        except BadRequestError as exc:
+            raise InvalidJob(f"the broker refused the schedule ({exc.description}): check cron {cron!r} "
+                             f"and time zone {time_zone!r}") from exc
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise NatsUnavailable("NATS did not confirm the schedule") from exc
+        return sched
+
+    async def list_schedules(self, queue: str | None = None) -> list[CronSchedule]:
+        out: list[CronSchedule] = []
+        for spec in [self.catalog.get(queue)] if queue else self.catalog.queues:
+            try:
+                info = await self.js.stream_info(spec.stream, subjects_filter=names.cron_filter(spec.name))
+            except NotFoundError:
+                continue
+            for subject in sorted((info.state.subjects or {}).keys()):
+                try:
+                    msg = await self.js.get_last_msg(spec.stream, subject)
+                except NotFoundError:
+                    continue
+                s = json.loads(msg.data or b"{}").get("schedule")
+                if s:
+                    out.append(CronSchedule(**s))
+        return out
+
+    async def unschedule(self, queue: str, name: str) -> bool:
+        """Remove a recurring job; False if there was none."""
+        spec = self.catalog.get(queue)
+        resp = await self.js.purge_stream(spec.stream, subject=names.cron_subject(queue, name))
+        return bool(resp)
+
+    async def _has_subject(self, stream: str, subject: str) -> bool:
+        try:
+            await self.js.get_last_msg(stream, subject)
+            return True
+        except NotFoundError:
+            return False
+
+    # ------------------------------------------------------------------ status
+    async def kv(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.js.key_value(names.JOBS_BUCKET)
+        return self._kv
+
+    async def _recorded(self, job_id: str) -> JobState | None:
+        kv = await self.kv()
+        try:
+            entry = await kv.get(names.kv_key(job_id))
+        except (KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None:  # a TTL marker: the record expired
+            return None
+        return JobState.from_bytes(entry.value)
+
+    async def _find_in_queue(self, spec: QueueSpec, job_id: str) -> JobState | None:
+        """Look for a job that is still in its queue's stream (scheduled, waiting or active)."""
+        try:
+            msg = await self.js.get_last_msg(spec.stream, names.sched_subject(spec.name, job_id))
+            env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
+            run_at = int((msg.headers or {}).get(H_RUN_AT, 0)) or None
+            return JobState(
+                id=job_id, queue=spec.name, state=JobStatus.SCHEDULED, name=env.name, attempt=env.attempt - 1,
+                attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at, run_at=run_at,
+                errors=env.errors, error=env.errors[-1] if env.errors else None, data=env.data,
+            )
+        except NotFoundError:
+            pass
+        except InvalidJob:
+            return None
+        try:
+            msg = await self.js.get_last_msg(spec.stream, names.job_subject_any_level(spec.name, job_id))
+        except NotFoundError:
+            return None
+        _q, _kind, level, _id = names.parse_job_subject(msg.subject)
+        try:
+            env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
+        except InvalidJob:
+            return None
+        info = await self.js.consumer_info(spec.stream, names.level_consumer(spec.name, level))
+        delivered = info.delivered.stream_seq if info.delivered else 0
+        state = JobStatus.ACTIVE if msg.seq is not None and msg.seq <= (delivered or 0) else JobStatus.WAITING
+        return JobState(
+            id=job_id, queue=spec.name, state=state, name=env.name,
+            attempt=env.attempt if state is JobStatus.ACTIVE else env.attempt - 1,
+            attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at, errors=env.errors,
+            error=env.errors[-1] if env.errors else None, data=env.data,
+        )
+
+    async def status(self, job_id: str, queue: str | None = None) -> JobState:
+        """Current state of a job, from enqueue to its final state.
+
+        Terminal and in-run states come from the ``jq-jobs`` bucket (written by
+        workers); scheduled / waiting / active are read from the queue's
+        stream and consumer, so an enqueue costs one publish only.
+
+        Raises:
+            JobNotFound: never enqueued, or its record expired.
+        """
+        validate_job_id(job_id)
+        try:
+            recorded = await self._recorded(job_id)
+            if recorded is not None and recorded.state in TERMINAL_STATUSES:
+                return recorded
+            specs = [self.catalog.get(recorded.queue if recorded else queue)] if (recorded or queue) else list(
+                self.catalog.queues
+            )
+            found = await asyncio.gather(*(self._find_in_queue(s, job_id) for s in specs))
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+            raise NatsUnavailable("NATS did not answer the status lookup") from exc
+        live = next((f for f in found if f is not None), None)
+        if live is None:
+            if recorded is not None:
+                return recorded
+            raise JobNotFound(job_id)
+        if recorded is not None and live.state is JobStatus.ACTIVE:
+            # the worker's record has progress, start time and worker id
+            recorded.state = JobStatus.ACTIVE
+            recorded.data = live.data
+            return recorded
+        if recorded is not None:
+            live.errors = recorded.errors or live.errors
+            live.progress = recorded.progress
+        return live
+
+    # ------------------------------------------------------------------ cancel
+    async def cancel(self, job_id: str, queue: str | None = None, *, reason: str = "cancelled") -> JobState:
+        """Cancel a scheduled or waiting job; ask the worker to stop a running one.
+
+        Raises:
+            JobNotFound: unknown job. ConflictError: it already finished.
+        """
+        current = await self.status(job_id, queue)
+        spec = self.catalog.get(current.queue)
+        if current.state in TERMINAL_STATUSES:
+            raise ConflictError(f"job {job_id} is already {current.state.value}")
+        if current.state is JobStatus.ACTIVE:
+            await self.nc.publish(
+                names.cancel_subject(spec.name), json.dumps({"job_id": job_id, "reason": reason}).encode()
+            )
+            await self.nc.flush()
+            current.error = f"cancel requested: {reason}"
+            return current
+        # scheduled (delayed or between retries) or waiting: remove its message
+        await self.js.purge_stream(spec.stream, subject=names.sched_subject(spec.name, job_id))
+        await self.js.purge_stream(spec.stream, subject=names.job_subject_any_level(spec.name, job_id))
+        state = JobState(
+            id=job_id, queue=spec.name, state=JobStatus.CANCELLED, name=current.name, attempt=current.attempt,
+            attempts=current.attempts, user_id=current.user_id, enqueued_at=current.enqueued_at,
+            finished_at=now_ms(), error=reason, errors=current.errors,
+        )
+        await record_state(self.js, state, spec.failed_retention_s)
+        return state
+
+
+async def record_state(js: JetStreamContext, state: JobState, ttl_s: int, *, wait: bool = True) -> None:
+    """Write a job's state into the ``jq-jobs`` bucket with a per-key TTL.
+
+    ``KeyValue.put`` cannot carry a TTL, so this publishes straight to the
+    bucket's subject with a ``Nats-TTL`` header (server >= 2.11).
+    """
+    subject = f"$KV.{names.JOBS_BUCKET}.{names.kv_key(state.id)}"
+    if wait:
+        await js.publish(subject, state.to_bytes(), headers={"Nats-TTL": f"{int(ttl_s)}s"})
+    else:
+        await js.publish_async(subject, state.to_bytes(), headers={"Nats-TTL": f"{int(ttl_s)}s"})

@@ -1,0 +1,365 @@
+"""Control operations on queues and jobs, shared by the monitor API and the operator.
+
+Every operation goes through :class:`Controller`, which writes an audit record
+(who, what, why, outcome) onto ``jq.audit.<entity>`` in the events stream
+whether the operation succeeded or not; the monitor stores those records.
+Pause state lives in the consumers themselves, so every caller sees the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from jetqueue import names
+from jetqueue.catalog import Catalog, QueueSpec
+from jetqueue.client import H_MSG_ID, JobClient
+from jetqueue.errors import ConflictError, JetqueueError, JobNotFound
+from jetqueue.job import Envelope, JobState, now_ms
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Dead-letter message headers.
+H_REASON = "Jq-Reason"  # failed | stalled | malformed
+H_ERROR = "Jq-Error"
+H_FAILED_AT = "Jq-Failed-At"
+H_ORIGINAL_SUBJECT = "Jq-Original-Subject"
+
+FOREVER = timedelta(days=365 * 100)
+
+
+class AuditAction(StrEnum):
+    QUEUE_PAUSE = "QUEUE_PAUSE"
+    QUEUE_RESUME = "QUEUE_RESUME"
+    QUEUE_DRAIN = "QUEUE_DRAIN"
+    QUEUE_CLEAN = "QUEUE_CLEAN"
+    QUEUE_RETRY_FAILED = "QUEUE_RETRY_FAILED"
+    JOB_RETRY = "JOB_RETRY"
+    JOB_CANCEL = "JOB_CANCEL"
+
+
+class EntityType(StrEnum):
+    QUEUE = "QUEUE"
+    WORKER = "WORKER"
+    JOB = "JOB"
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    actor: str
+    action: AuditAction
+    entity_type: EntityType
+    entity_id: str
+    ok: bool
+    reason: str | None = None
+    role: str | None = None
+    source: str = "api"
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    ts: int = field(default_factory=now_ms)
+
+    def to_bytes(self) -> bytes:
+        d = asdict(self)
+        d["v"] = 1
+        return json.dumps(d, separators=(",", ":"), default=str).encode()
+
+
+@dataclass(slots=True)
+class QueueInfo:
+    """Counts of one queue, read from JetStream."""
+
+    queue: str
+    waiting: int
+    waiting_by_level: list[int]
+    active: int
+    scheduled: int
+    recurring: int
+    dead_lettered: int
+    redelivered: int
+    paused: bool
+    pause_until: str | None
+    idle_pullers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _until_str(until: datetime) -> str:
+    return until.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
+    levels = []
+    active = redelivered = idle = 0
+    paused = False
+    pause_until: str | None = None
+    for lvl in range(spec.priority_levels):
+        ci = await js.consumer_info(spec.stream, names.level_consumer(spec.name, lvl))
+        levels.append(ci.num_pending or 0)
+        active += ci.num_ack_pending or 0
+        redelivered += ci.num_redelivered or 0
+        idle += ci.num_waiting or 0
+        if ci.paused:
+            paused = True
+            pause_until = ci.config.pause_until or pause_until
+    si = await js.stream_info(spec.stream, subjects_filter=f"{names.PREFIX}.{spec.name}.*.*")
+    subjects = si.state.subjects or {}
+    prefix_s = f"{names.PREFIX}.{spec.name}.sched."
+    prefix_c = f"{names.PREFIX}.{spec.name}.cron."
+    scheduled = sum(n for s, n in subjects.items() if s.startswith(prefix_s))
+    recurring = sum(n for s, n in subjects.items() if s.startswith(prefix_c))
+    dlq = await js.stream_info(names.DLQ_STREAM, subjects_filter=names.dlq_filter(spec.name))
+    dead = sum((dlq.state.subjects or {}).values())
+    return QueueInfo(
+        queue=spec.name, waiting=sum(levels), waiting_by_level=levels, active=active, scheduled=scheduled,
+        recurring=recurring, dead_lettered=dead, redelivered=redelivered, paused=paused,
+        pause_until=pause_until if paused else None, idle_pullers=idle,
+    )
+
+
+async def pause(js: JetStreamContext, spec: QueueSpec, until: datetime | None = None) -> dict[str, Any]:
+    """Pause every level consumer (until ``until``, or until resumed)."""
+    if until is not None and until.tzinfo is None:
+        raise JetqueueError("pause 'until' needs a time zone")
+    if until is not None and until <= datetime.now(UTC):
+        raise JetqueueError("pause 'until' is in the past")
+    stamp = _until_str(until or datetime.now(UTC) + FOREVER)
+    for lvl in range(spec.priority_levels):
+        await js.pause_consumer(spec.stream, names.level_consumer(spec.name, lvl), stamp)
+    return {"paused": True, "pause_until": stamp if until else None}
+
+
+async def resume(js: JetStreamContext, spec: QueueSpec) -> dict[str, Any]:
+    for lvl in range(spec.priority_levels):
+        await js.resume_consumer(spec.stream, names.level_consumer(spec.name, lvl))
+    return {"paused": False}
+
+
+async def _purge_count(js: JetStreamContext, stream: str, subject: str) -> int:
+    resp = await js._api_request(  # nats-py's purge_stream drops the 'purged' count
+        f"{js._prefix}.STREAM.PURGE.{stream}", json.dumps({"filter": subject}).encode(), timeout=js._timeout
+    )
+    return int(resp.get("purged", 0))
+
+
+async def drain(
+    js: JetStreamContext, spec: QueueSpec, *, include_delayed: bool = False, settle_timeout: float = 30.0
+) -> dict[str, Any]:
+    """Remove waiting jobs only: pause, let in-flight jobs settle, purge, restore.
+
+    A stream purge would also delete jobs a worker is running (JetStream
+    purges by subject, not by delivery state), hence the pause and the wait.
+
+    Raises:
+        ConflictError: in-flight jobs did not settle in time (nothing removed).
+    """
+    before = await queue_info(js, spec)
+    was_paused = before.paused
+    if not was_paused:
+        await pause(js, spec)
+    try:
+        deadline = time.monotonic() + settle_timeout
+        while (info := await queue_info(js, spec)).active:
+            if time.monotonic() > deadline:
+                raise ConflictError(
+                    f"{info.active} in-flight job(s) of {spec.name} did not settle within {settle_timeout:.0f}s; "
+                    "nothing was removed"
+                )
+            await asyncio.sleep(0.2)
+        removed = 0
+        for kind in ("job", "cronjob"):
+            removed += await _purge_count(js, spec.stream, f"{names.PREFIX}.{spec.name}.{kind}.>")
+        removed_delayed = (
+            await _purge_count(js, spec.stream, names.sched_filter(spec.name)) if include_delayed else 0
+        )
+    finally:
+        if not was_paused:
+            await resume(js, spec)
+    return {"removed": removed, "removed_delayed": removed_delayed, "was_paused": was_paused}
+
+
+async def dead_letters(js: JetStreamContext, queue: str | None = None, limit: int = 1000) -> list[tuple[int, Any]]:
+    """Raw DLQ messages (seq, msg) of a queue, oldest first."""
+    sub = await js.pull_subscribe(
+        names.dlq_filter(queue),
+        stream=names.DLQ_STREAM,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30),
+    )
+    out: list[tuple[int, Any]] = []
+    try:
+        while len(out) < limit:
+            try:
+                msgs = await sub.fetch(min(256, limit - len(out)), timeout=0.5)
+            except TimeoutError:
+                break
+            except Exception as exc:  # nats TimeoutError subclasses asyncio's in some versions
+                if "Timeout" in type(exc).__name__:
+                    break
+                raise
+            for m in msgs:
+                out.append((m.metadata.sequence.stream, m))
+            pending = msgs[-1].metadata.num_pending if msgs else 0
+            if not pending:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def _requeue(js: JetStreamContext, catalog: Catalog, msg: Any) -> str:
+    queue = msg.subject.split(".")[2]
+    spec = catalog.get(queue)
+    env = Envelope.from_bytes(msg.data, spec, job_id=msg.subject.split(".")[3])
+    env.attempt = 1
+    env.errors = []
+    level = spec.level_for(env.priority)
+    await js.publish(
+        names.job_subject(spec.name, level, env.id),
+        env.to_bytes(),
+        headers={H_MSG_ID: f"{env.id}:requeue:{msg.metadata.sequence.stream}"},
+    )
+    await js.delete_msg(names.DLQ_STREAM, msg.metadata.sequence.stream)
+    return env.id
+
+
+async def retry_failed(js: JetStreamContext, catalog: Catalog, spec: QueueSpec, limit: int = 10_000) -> dict[str, Any]:
+    """Move a queue's dead-lettered jobs back to waiting (attempts start again)."""
+    retried = []
+    skipped = 0
+    for _seq, msg in await dead_letters(js, spec.name, limit):
+        if (msg.headers or {}).get(H_REASON) == "malformed":
+            skipped += 1
+            continue
+        retried.append(await _requeue(js, catalog, msg))
+    return {"retried": len(retried), "skipped_malformed": skipped, "job_ids": retried[:100]}
+
+
+async def retry_job(js: JetStreamContext, catalog: Catalog, job_id: str) -> dict[str, Any]:
+    """Requeue one dead-lettered job.
+
+    Raises:
+        JobNotFound: the job is not in the dead-letter stream.
+    """
+    try:
+        msg = await js.get_last_msg(names.DLQ_STREAM, f"{names.PREFIX}.dlq.*.{job_id}")
+    except NotFoundError as exc:
+        raise JobNotFound(job_id) from exc
+    queue = msg.subject.split(".")[2]
+    spec = catalog.get(queue)
+    env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
+    env.attempt = 1
+    env.errors = []
+    await js.publish(
+        names.job_subject(spec.name, spec.level_for(env.priority), job_id),
+        env.to_bytes(),
+        headers={H_MSG_ID: f"{job_id}:requeue:{msg.seq}"},
+    )
+    await js.delete_msg(names.DLQ_STREAM, msg.seq or 0)
+    return {"job_id": job_id, "queue": queue, "state": "waiting"}
+
+
+async def clean_failed(js: JetStreamContext, spec: QueueSpec, older_than_s: float = 0, limit: int = 100_000) -> dict[str, Any]:
+    """Delete dead-lettered jobs of a queue older than ``older_than_s``."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for seq, msg in await dead_letters(js, spec.name, limit):
+        ts = msg.metadata.timestamp.timestamp() if msg.metadata.timestamp else 0
+        if ts <= cutoff:
+            await js.delete_msg(names.DLQ_STREAM, seq)
+            removed += 1
+    return {"removed": removed}
+
+
+class Controller:
+    """The control functions with an audit record for every call."""
+
+    def __init__(self, nc: NatsClient, catalog: Catalog, *, source: str = "api",
+                 audit_sink: Callable[[AuditRecord], Awaitable[None]] | None = None) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.catalog = catalog
+        self.source = source
+        self.client = JobClient(nc, catalog)
+        self._sink = audit_sink
+
+    async def _audit(self, rec: AuditRecord) -> None:
+        try:
+            await self.js.publish(f"{names.PREFIX}.audit.{rec.entity_type.value.lower()}", rec.to_bytes())
+        except Exception as exc:
+            log.error("audit record could not be published: %s", exc)
+        if self._sink is not None:
+            await self._sink(rec)
+
+    async def _run(self, action: AuditAction, entity: EntityType, entity_id: str, actor: str, reason: str | None,
+                   role: str | None, params: dict[str, Any], op: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        rec = AuditRecord(actor=actor, action=action, entity_type=entity, entity_id=entity_id, ok=False,
+                          reason=reason, role=role, source=self.source, params=params)
+        try:
+            result = await op()
+        except Exception as exc:
+            rec.error = str(exc) or type(exc).__name__
+            await self._audit(rec)
+            raise
+        rec.ok = True
+        rec.result = {k: v for k, v in result.items() if k != "job_ids"}
+        await self._audit(rec)
+        return result
+
+    async def pause(self, queue: str, *, actor: str, until: datetime | None = None, reason: str | None = None,
+                    role: str | None = None) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(AuditAction.QUEUE_PAUSE, EntityType.QUEUE, queue, actor, reason, role,
+                               {"until": until.isoformat() if until else None}, lambda: pause(self.js, spec, until))
+
+    async def resume(self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(AuditAction.QUEUE_RESUME, EntityType.QUEUE, queue, actor, reason, role, {},
+                               lambda: resume(self.js, spec))
+
+    async def drain(self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None,
+                    include_delayed: bool = False, settle_timeout: float = 30.0) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(
+            AuditAction.QUEUE_DRAIN, EntityType.QUEUE, queue, actor, reason, role,
+            {"include_delayed": include_delayed},
+            lambda: drain(self.js, spec, include_delayed=include_delayed, settle_timeout=settle_timeout),
+        )
+
+    async def retry_failed(self, queue: str, *, actor: str, reason: str | None = None,
+                           role: str | None = None) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(AuditAction.QUEUE_RETRY_FAILED, EntityType.QUEUE, queue, actor, reason, role, {},
+                               lambda: retry_failed(self.js, self.catalog, spec))
+
+    async def clean(self, queue: str, *, actor: str, older_than_s: float = 0, reason: str | None = None,
+                    role: str | None = None) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(AuditAction.QUEUE_CLEAN, EntityType.QUEUE, queue, actor, reason, role,
+                               {"state": "failed", "older_than_s": older_than_s},
+                               lambda: clean_failed(self.js, spec, older_than_s))
+
+    async def retry_job(self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
+        return await self._run(AuditAction.JOB_RETRY, EntityType.JOB, job_id, actor, reason, role, {},
+                               lambda: retry_job(self.js, self.catalog, job_id))
+
+    async def cancel_job(self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
+        async def op() -> dict[str, Any]:
+            st: JobState = await self.client.cancel(job_id, reason=reason or f"cancelled by {actor}")
+            return {"job_id": job_id, "state": st.state.value, "queue": st.queue}
+
+        return await self._run(AuditAction.JOB_CANCEL, EntityType.JOB, job_id, actor, reason, role, {}, op)

@@ -1,0 +1,37 @@
+"""Errors raised by jetqueue; each carries a message fit to show a user."""
+
+
+class JetqueueError(Exception):
+    """Base class of every jetqueue error."""
+
+
+class UnknownQueue(JetqueueError):
+    """The queue name is not in the catalog."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"unknown queue {queue!r}")
+        self.queue = queue
+
+
+class JobNotFound(JetqueueError):
+    """No job with that id is known (never enqueued, or its record expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found (never enqueued, or its record expired)")
+        self.job_id = job_id
+
+
+class InvalidJob(JetqueueError):
+    """The job or its options are invalid."""
+
+
+class NatsUnavailable(JetqueueError):
+    """NATS could not be reached or did not answer in time."""
+
+
+class ServerTooOld(JetqueueError):
+    """The nats-server is older than jetqueue needs."""
+
+
+class ConflictError(JetqueueError):
+    """The operation does not fit the current state (e.g. cancel a finished job)."""

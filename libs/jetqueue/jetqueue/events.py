@@ -1,0 +1,144 @@
+"""Lifecycle records and heartbeats: what workers tell the monitor.
+
+Records are batched: one message on ``jq.events.<queue>`` carries
+``{"v": 1, "records": [...]}``, flushed every ``interval`` seconds or when
+``max_batch`` records wait, so a job costs no extra publish of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from jetqueue import names
+from jetqueue.job import SCHEMA_VERSION, EventType, now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LifecycleRecord:
+    """One step in a job's life (see docs/envelope.md)."""
+
+    type: EventType
+    job_id: str
+    queue: str
+    name: str
+    attempt: int
+    worker: str
+    ts: int = field(default_factory=now_ms)
+    attempts: int | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+    progress: float | None = None
+    result: Any = None
+    data: Any = None
+    user_id: str | None = None
+    enqueued_at: int | None = None
+    trace_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        d["type"] = self.type.value
+        return d
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """A worker's heartbeat (the seed's WorkerHeartbeat fields)."""
+
+    worker_id: str
+    queue: str
+    hostname: str
+    pid: int
+    version: str
+    started_at: int
+    active_jobs: int
+    processed_jobs: int
+    failed_jobs: int
+    concurrency: int
+    status: str = "ONLINE"  # ONLINE while running; STOPPING during shutdown
+    ts: int = field(default_factory=now_ms)
+
+    def to_bytes(self) -> bytes:
+        d = asdict(self)
+        d["v"] = SCHEMA_VERSION
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Heartbeat:
+        d = json.loads(raw)
+        d.pop("v", None)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def decode_batch(raw: bytes) -> list[dict[str, Any]]:
+    """Records of one events message (the monitor's side of :class:`EventBatcher`)."""
+    body = json.loads(raw)
+    if not isinstance(body, dict) or body.get("v") != SCHEMA_VERSION:
+        raise ValueError("not a jetqueue events batch")
+    records = body.get("records")
+    if not isinstance(records, list):
+        raise ValueError("events batch without records")
+    return records
+
+
+class EventBatcher:
+    """Collects lifecycle records and publishes them in batches."""
+
+    def __init__(
+        self, js: JetStreamContext, queue: str, *, interval: float = 0.2, max_batch: int = 500
+    ) -> None:
+        self.js = js
+        self.subject = names.events_subject(queue)
+        self.interval = interval
+        self.max_batch = max_batch
+        self._buf: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    def add(self, record: LifecycleRecord) -> None:
+        self._buf.append(record.to_dict())
+        if len(self._buf) >= self.max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="jq-event-batcher")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._buf:
+            batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
+            body = json.dumps({"v": SCHEMA_VERSION, "records": batch}, separators=(",", ":"), default=str)
+            try:
+                await self.js.publish(self.subject, body.encode(), timeout=5)
+                self.published += len(batch)
+            except Exception as exc:  # keep the records; NATS may be reconnecting
+                log.warning("events publish failed (%s); %d records kept for the next flush", exc, len(batch))
+                self._buf[:0] = batch
+                return
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()

@@ -1,0 +1,144 @@
+"""Every stream, subject, consumer and bucket name jetqueue uses is made here.
+
+Layout (``<q>`` is a queue key such as ``ei-update``, ``<l>`` a priority level
+0..levels-1, 0 being the most urgent):
+
+======================================  =========================================
+``jq.<q>.job.p<l>.<job_id>``            a waiting job (stream ``JQ_<Q>``)
+``jq.<q>.sched.<job_id>``               a delayed job or a retry waiting for its
+                                        backoff (broker ``@at`` schedule)
+``jq.<q>.cron.<name>``                  a recurring schedule (broker cron)
+``jq.<q>.cronjob.p<l>.<name>``          where a cron schedule fires its jobs
+``jq.dlq.<q>.<job_id>``                 dead-lettered job (stream ``JQ_DLQ``)
+``jq.events.<q>``                       batched lifecycle records (``JQ_EVENTS``)
+``jq.hb.<q>.<worker_id>``               worker heartbeats (``JQ_HEARTBEATS``)
+``jq.ctl.<q>.cancel``                   core NATS: cancel a running job
+KV bucket ``jq-jobs``, key ``<job_id>`` last known state of a job (TTL = the
+                                        queue's retention)
+======================================  =========================================
+
+Cron-fired jobs land on ``cronjob`` subjects so that the ``job.*.<id>``
+wildcard addresses exactly one job; both are matched by the level consumer
+filter ``jq.<q>.*.p<l>.>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "jq"
+
+EVENTS_STREAM = "JQ_EVENTS"
+HEARTBEATS_STREAM = "JQ_HEARTBEATS"
+DLQ_STREAM = "JQ_DLQ"
+JOBS_BUCKET = "jq-jobs"
+
+# Tokens that travel inside subjects: NATS forbids whitespace, '.', '*' and '>'.
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-:=@+]{1,128}$")
+QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+
+
+def is_valid_token(value: str) -> bool:
+    """Whether ``value`` can be used as one subject token (job id, name)."""
+    return bool(TOKEN_RE.match(value))
+
+
+def job_stream(queue: str) -> str:
+    """Stream holding a queue's waiting, scheduled and recurring jobs."""
+    return "JQ_" + queue.upper().replace("-", "_")
+
+
+def job_subject(queue: str, level: int, job_id: str) -> str:
+    return f"{PREFIX}.{queue}.job.p{level}.{job_id}"
+
+
+def job_subject_any_level(queue: str, job_id: str) -> str:
+    return f"{PREFIX}.{queue}.job.*.{job_id}"
+
+
+def waiting_filter(queue: str) -> str:
+    """Every waiting job of a queue, at any level (used by drain)."""
+    return f"{PREFIX}.{queue}.*.>"
+
+
+def level_filter(queue: str, level: int) -> str:
+    """What the consumer of one priority level delivers (jobs and cron fires)."""
+    return f"{PREFIX}.{queue}.*.p{level}.>"
+
+
+def cronjob_subject(queue: str, level: int, name: str) -> str:
+    return f"{PREFIX}.{queue}.cronjob.p{level}.{name}"
+
+
+def sched_subject(queue: str, job_id: str) -> str:
+    return f"{PREFIX}.{queue}.sched.{job_id}"
+
+
+def sched_filter(queue: str) -> str:
+    return f"{PREFIX}.{queue}.sched.*"
+
+
+def cron_subject(queue: str, name: str) -> str:
+    return f"{PREFIX}.{queue}.cron.{name}"
+
+
+def cron_filter(queue: str) -> str:
+    return f"{PREFIX}.{queue}.cron.*"
+
+
+def queue_subjects(queue: str) -> list[str]:
+    """Subjects bound to a queue's stream."""
+    return [f"{PREFIX}.{queue}.>"]
+
+
+def level_consumer(queue: str, level: int) -> str:
+    """Durable consumer of one priority level of a queue."""
+    return f"{queue}-p{level}"
+
+
+def parse_job_subject(subject: str) -> tuple[str, str, int, str]:
+    """Split ``jq.<q>.<kind>.p<l>.<id>`` into (queue, kind, level, id)."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != PREFIX or not parts[3].startswith("p"):
+        raise ValueError(f"not a job subject: {subject!r}")
+    return parts[1], parts[2], int(parts[3][1:]), parts[4]
+
+
+def dlq_subject(queue: str, job_id: str) -> str:
+    return f"{PREFIX}.dlq.{queue}.{job_id}"
+
+
+def dlq_filter(queue: str | None = None) -> str:
+    return f"{PREFIX}.dlq.{queue or '*'}.*"
+
+
+def events_subject(queue: str) -> str:
+    return f"{PREFIX}.events.{queue}"
+
+
+def events_filter() -> str:
+    return f"{PREFIX}.events.*"
+
+
+def heartbeat_subject(queue: str, worker_id: str) -> str:
+    return f"{PREFIX}.hb.{queue}.{worker_id}"
+
+
+def heartbeats_filter() -> str:
+    return f"{PREFIX}.hb.*.*"
+
+
+def cancel_subject(queue: str) -> str:
+    return f"{PREFIX}.ctl.{queue}.cancel"
+
+
+def max_deliveries_advisory(queue: str) -> str:
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{job_stream(queue)}.*"
+
+
+def kv_key(job_id: str) -> str:
+    return job_id
+
+
+def advisory_queue_group(queue: str) -> str:
+    return f"jq-{queue}-advisories"

@@ -1,0 +1,109 @@
+"""Processor registration: the public API for code that runs jobs.
+
+::
+
+    from jetqueue import processor, JobContext
+
+    @processor("email-send")
+    async def send(ctx: JobContext) -> dict:
+        await ctx.progress(50)
+        return {"sent": True}
+
+A processor receives a :class:`JobContext` and returns a JSON-serialisable
+result. Raising fails the attempt (retried per the queue's settings); raising
+:class:`PermanentError` dead-letters the job at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jetqueue.errors import JetqueueError
+
+Processor = Callable[["JobContext"], Awaitable[Any]]
+
+
+class PermanentError(JetqueueError):
+    """Raise from a processor to fail a job without further retries."""
+
+
+class JobCancelled(JetqueueError):
+    """Raised inside a processor when its job was cancelled."""
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a processor knows about its job and can do with it."""
+
+    job_id: str
+    queue: str
+    name: str
+    data: Any
+    attempt: int
+    attempts: int
+    user_id: str | None = None
+    enqueued_at: int | None = None
+    log: logging.LoggerAdapter[logging.Logger] | logging.Logger = field(
+        default_factory=lambda: logging.getLogger("jetqueue.job")
+    )
+    _progress_cb: Callable[[float], Awaitable[None]] | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def progress(self, value: float) -> None:
+        """Report progress 0-100 (rate-limited by the worker)."""
+        if not 0 <= value <= 100:
+            raise ValueError("progress is a percentage between 0 and 100")
+        if self.cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        if self._progress_cb is not None:
+            await self._progress_cb(float(value))
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.attempts
+
+
+class ProcessorRegistry:
+    """Processors by queue, and optionally by job name within a queue."""
+
+    def __init__(self) -> None:
+        self._by_queue: dict[str, Processor] = {}
+        self._by_name: dict[tuple[str, str], Processor] = {}
+
+    def register(self, queue: str, fn: Processor, *, name: str | None = None) -> None:
+        key = (queue, name) if name else None
+        if key is not None:
+            if key in self._by_name:
+                raise JetqueueError(f"a processor for {queue}/{name} is already registered")
+            self._by_name[key] = fn
+        else:
+            if queue in self._by_queue:
+                raise JetqueueError(f"a processor for queue {queue} is already registered")
+            self._by_queue[queue] = fn
+
+    def resolve(self, queue: str, name: str) -> Processor | None:
+        return self._by_name.get((queue, name)) or self._by_queue.get(queue)
+
+    def queues(self) -> set[str]:
+        return set(self._by_queue) | {q for q, _ in self._by_name}
+
+    def clear(self) -> None:
+        self._by_queue.clear()
+        self._by_name.clear()
+
+
+registry = ProcessorRegistry()
+
+
+def processor(queue: str, *, name: str | None = None, into: ProcessorRegistry | None = None) -> Callable[[Processor], Processor]:
+    """Register ``fn`` as the processor of ``queue`` (or of job ``name`` in it)."""
+
+    def deco(fn: Processor) -> Processor:
+        (into or registry).register(queue, fn, name=name)
+        return fn
+
+    return deco

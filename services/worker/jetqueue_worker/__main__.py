@@ -1,0 +1,49 @@
+"""``python -m jetqueue_worker --queue <name>``: run the worker of one queue."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from jetqueue.errors import JetqueueError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jetqueue-worker", description="Run the jetqueue worker of one queue.")
+    parser.add_argument("--queue", help="queue to serve (or JETQUEUE_WORKER_QUEUE)")
+    parser.add_argument("--concurrency", type=int, help="jobs at once (default: the catalog's)")
+    parser.add_argument("--metrics-port", type=int, help="serve /metrics on this port")
+    args = parser.parse_args(argv)
+
+    from jetqueue_worker.app import create_app
+    from jetqueue_worker.settings import WorkerSettings
+
+    overrides = {k: v for k, v in {"queue": args.queue, "concurrency": args.concurrency,
+                                   "metrics_port": args.metrics_port}.items() if v is not None}
+    try:
+        settings = WorkerSettings(**overrides)
+    except ValidationError as exc:
+        print(f"jetqueue-worker: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    if not settings.queue:
+        print("jetqueue-worker: no queue given (--queue or JETQUEUE_WORKER_QUEUE)", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(settings)
+        asyncio.run(app.run())
+    except JetqueueError as exc:
+        print(f"jetqueue-worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The worker process: a FastStream app around :class:`~jetqueue_worker.runtime.Worker`.
+
+FastStream owns the process (signals, start-up/shut-down hooks, the NATS
+connection) and the core-NATS subscriptions: cancel requests and the
+max-deliveries advisory. Jobs are pulled by the runtime from the queue's
+priority-level consumers, because FastStream 0.7 pulls one consumer per
+subscriber and cannot take the most urgent level first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream import FastStream
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+from prometheus_client import start_http_server
+
+from jetqueue import __version__, names, telemetry
+from jetqueue.catalog import Catalog, load_catalog
+from jetqueue.connection import check_server, provision_queue, provision_shared
+from jetqueue.processors import ProcessorRegistry
+
+from jetqueue_worker.metrics import WorkerMetrics
+from jetqueue_worker.processors import register_all
+from jetqueue_worker.processors.services import Services
+from jetqueue_worker.runtime import Worker
+from jetqueue_worker.settings import WorkerSettings
+
+log = logging.getLogger("jetqueue.worker")
+
+
+def default_registry(services: Services | None = None) -> ProcessorRegistry:
+    reg = ProcessorRegistry()
+    register_all(reg, services or Services.simulated())
+    return reg
+
+
+def create_app(settings: WorkerSettings, *, catalog: Catalog | None = None,
+               registry: ProcessorRegistry | None = None) -> FastStream:
+    """Build the worker app for ``settings.queue`` (nothing connects until it starts)."""
+    catalog = catalog or load_catalog(settings.common.catalog)
+    spec = catalog.get(settings.queue)
+    registry = registry or default_registry()
+    common = settings.common
+    broker = NatsBroker(
+        common.servers(),
+        name=f"jetqueue-worker-{spec.name}",
+        connect_timeout=int(max(common.connect_timeout_s, 1)),
+        user_credentials=common.nats_creds,
+    )
+    app = FastStream(broker)
+    holder: dict[str, Any] = {}
+    metrics = WorkerMetrics()
+
+    @broker.subscriber(names.cancel_subject(spec.name))
+    async def on_cancel(msg: NatsMessage) -> None:
+        if (w := holder.get("worker")) is not None:
+            await w.on_cancel(msg.body)
+
+    @broker.subscriber(names.max_deliveries_advisory(spec.name), queue=names.advisory_queue_group(spec.name))
+    async def on_max_deliveries(msg: NatsMessage) -> None:
+        if (w := holder.get("worker")) is not None:
+            await w.on_max_deliveries(msg.body)
+
+    @app.after_startup
+    async def start_worker() -> None:
+        telemetry.setup_tracing(f"jetqueue-worker-{spec.name}")
+        nc = broker.connection
+        js = nc.jetstream()
+        await check_server(js)
+        if common.provision:
+            await provision_shared(js)
+            await provision_queue(js, spec)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
+        worker = Worker(
+            nc, catalog, spec.name, registry, worker_id=settings.worker_id, concurrency=settings.concurrency,
+            heartbeat_s=settings.heartbeat_s, idle_wait_s=settings.idle_wait_s, grace_s=settings.grace_s,
+            metrics=metrics, version=__version__,
+        )
+        await worker.start(own_subscriptions=False)
+        holder["worker"] = worker
+
+    @app.on_shutdown
+    async def stop_worker() -> None:
+        if (w := holder.pop("worker", None)) is not None:
+            await w.stop()
+
+    return app

@@ -1,0 +1,546 @@
+"""The worker runtime: pull jobs of one queue by priority, run them, settle them.
+
+Settling a job (see docs/architecture.md "The job path"):
+
+* success: state ``completed`` into the jobs bucket (TTL = retention), a
+  ``completed`` record into the batch, ack;
+* failure with attempts left: the job is re-published as a broker schedule
+  ``@at now+backoff`` with ``attempt+1`` (it holds no consumer slot while it
+  waits), state ``scheduled``, then ack;
+* last failure: the job goes to the dead-letter stream with its errors, state
+  ``failed``, a notification job for the admins, then ``term``;
+* malformed message: dead-lettered with the reason, ``term``; never a crash.
+
+A lease (``+WPI``) is renewed for every held job, so a long job is not
+redelivered while its worker lives; a dead worker's job is redelivered after
+``ack_wait`` and counted as a stall, not an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import trace
+
+from jetqueue import names, telemetry
+from jetqueue.catalog import Catalog, QueueSpec
+from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient, record_state
+from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
+from jetqueue.errors import InvalidJob, JetqueueError
+from jetqueue.events import EventBatcher, Heartbeat, LifecycleRecord
+from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms
+from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
+
+from jetqueue_worker.metrics import WorkerMetrics
+from jetqueue_worker.puller import Puller
+
+log = logging.getLogger("jetqueue.worker")
+
+NOTIFY_QUEUE = "notification-send"
+MAX_ERROR_LEN = 4000
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Held:
+    """A delivered job this worker holds (running or about to run)."""
+
+    msg: Msg
+    level: int
+    job_id: str = ""
+    task: asyncio.Task[None] | None = None
+    ctx: JobContext | None = None
+    cancel_reason: str | None = None
+    releasing: bool = False
+    last_progress_write: float = 0.0
+    started_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs the jobs of one queue with the queue's concurrency."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        catalog: Catalog,
+        queue: str,
+        registry: ProcessorRegistry,
+        *,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+        heartbeat_s: float = 10.0,
+        idle_wait_s: float = 2.0,
+        progress_interval_s: float = 0.25,
+        grace_s: float = 30.0,
+        metrics: WorkerMetrics | None = None,
+        version: str = "0.1.0",
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.catalog = catalog
+        self.spec: QueueSpec = catalog.get(queue)
+        self.registry = registry
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{queue}"
+        self.concurrency = concurrency or self.spec.concurrency
+        self.heartbeat_s = heartbeat_s
+        self.idle_wait_s = idle_wait_s
+        self.progress_interval_s = progress_interval_s
+        self.grace_s = grace_s
+        self.metrics = metrics or WorkerMetrics()
+        self.version = version
+        self.client = JobClient(nc, catalog)
+        self.events = EventBatcher(self.js, queue)
+        self.held: dict[int, Held] = {}  # by stream sequence
+        self.backlog: deque[Held] = deque()  # delivered beyond concurrency (long-polls on several levels)
+        self.processed = 0
+        self.failed = 0
+        self.started_at = now_ms()
+        self._pullers: list[Puller] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slot = asyncio.Event()
+        self._running = False
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._cancel_sub: Any = None
+        self._advisory_sub: Any = None
+
+    # ------------------------------------------------------------- lifecycle
+    async def start(self, *, own_subscriptions: bool = True) -> None:
+        """Start pulling. ``own_subscriptions=False`` when the app wires cancel/advisory handlers."""
+        for lvl in range(self.spec.priority_levels):
+            p = Puller(self.nc, self.spec.stream, names.level_consumer(self.spec.name, lvl),
+                       lambda m, lvl=lvl: self._on_msg(m, lvl))
+            await p.start()
+            self._pullers.append(p)
+        if own_subscriptions:
+            async def on_cancel(m: Msg) -> None:
+                await self.on_cancel(m.data)
+
+            async def on_advisory(m: Msg) -> None:
+                await self.on_max_deliveries(m.data)
+
+            self._cancel_sub = await self.nc.subscribe(names.cancel_subject(self.spec.name), cb=on_cancel)
+            self._advisory_sub = await self.nc.subscribe(
+                names.max_deliveries_advisory(self.spec.name), queue=names.advisory_queue_group(self.spec.name),
+                cb=on_advisory)
+        self.events.start()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(), name="jq-fetch"),
+            asyncio.create_task(self._lease_loop(), name="jq-lease"),
+            asyncio.create_task(self._heartbeat_loop(), name="jq-heartbeat"),
+        ]
+        log.info("worker %s started on queue %s (concurrency %d)", self.worker_id, self.spec.name, self.concurrency)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking jobs, let running ones finish within the grace period, release the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._running = False
+        grace = self.grace_s if grace_s is None else grace_s
+        self._slot.set()
+        for p in self._pullers:
+            p.cancel_all()
+        # Jobs delivered but not started go straight back.
+        while self.backlog:
+            h = self.backlog.popleft()
+            self.held.pop(h.msg.metadata.sequence.stream, None)
+            await h.msg.nak()
+        await self._send_heartbeat(status="STOPPING")
+        running = [h.task for h in self.held.values() if h.task is not None]
+        if running:
+            log.info("waiting up to %.0fs for %d running job(s)", grace, len(running))
+            done, pending = await asyncio.wait(running, timeout=grace)
+            for h in list(self.held.values()):
+                if h.task is not None and not h.task.done():
+                    h.releasing = True
+                    h.task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for p in self._pullers:
+            await p.stop()
+        for sub in (self._cancel_sub, self._advisory_sub):
+            if sub is not None:
+                await sub.unsubscribe()
+        await self.events.stop()
+        await self._send_heartbeat(status="OFFLINE")
+        try:
+            await self.nc.flush(timeout=5)
+        except Exception:  # the connection may already be gone
+            pass
+        log.info("worker %s stopped", self.worker_id)
+
+    # -------------------------------------------------------------- fetching
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.held)
+
+    def _on_msg(self, msg: Msg, level: int) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq in self.held:  # a redelivery of something we already hold
+            return
+        h = Held(msg=msg, level=level)
+        self.held[seq] = h
+        if not self._running:
+            asyncio.ensure_future(msg.nak())
+            self.held.pop(seq, None)
+            return
+        running = sum(1 for x in self.held.values() if x.task is not None)
+        if running < self.concurrency:
+            self._start(h)
+        else:
+            self.backlog.append(h)
+
+    def _start(self, h: Held) -> None:
+        h.task = asyncio.create_task(self._run(h))
+
+    def _done(self, h: Held) -> None:
+        self.held.pop(h.msg.metadata.sequence.stream, None)
+        if self.backlog and self._running:
+            self._start(self.backlog.popleft())
+        self._slot.set()
+
+    async def _fetch_loop(self) -> None:
+        try:
+            while self._running:
+                if self.free <= 0:
+                    self._slot.clear()
+                    await self._slot.wait()
+                    continue
+                got = 0
+                # Most urgent level first; a level is only asked when the ones
+                # above it had nothing, so priority holds whenever a backlog exists.
+                for p in self._pullers:
+                    if self.free <= 0:
+                        break
+                    if p.busy:  # an idle long-poll is open: it delivers whatever arrives there
+                        continue
+                    fut = p.pull(self.free, no_wait=True)
+                    try:
+                        got = await asyncio.wait_for(asyncio.shield(fut), timeout=2.0)
+                    except TimeoutError:
+                        p.cancel_all()
+                        got = 0
+                    if got:
+                        break
+                if got or not self._running:
+                    continue
+                # Idle: long-poll every level at once; whichever gets a job wakes us.
+                futs = [p.pull(1, expires=self.idle_wait_s) for p in self._pullers]
+                await asyncio.wait(futs, timeout=self.idle_wait_s + 1, return_when=asyncio.FIRST_COMPLETED)
+                for p in self._pullers:
+                    if p.busy and not any(f.done() for f in futs):
+                        p.cancel_all()  # the server let it expire without telling us
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("fetch loop crashed; restarting in 1s")
+            await asyncio.sleep(1)
+            if self._running:
+                self._tasks.append(asyncio.create_task(self._fetch_loop()))
+
+    async def _lease_loop(self) -> None:
+        interval = max(self.spec.ack_wait_s / 3, 0.3)
+        while True:
+            await asyncio.sleep(interval)
+            for h in list(self.held.values()):
+                try:
+                    await h.msg.in_progress()
+                except Exception as exc:
+                    log.warning("lease renewal failed: %s", exc)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._send_heartbeat()
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _send_heartbeat(self, status: str = "ONLINE") -> None:
+        hb = Heartbeat(
+            worker_id=self.worker_id, queue=self.spec.name, hostname=socket.gethostname(), pid=os.getpid(),
+            version=self.version, started_at=self.started_at, active_jobs=sum(1 for h in self.held.values() if h.task),
+            processed_jobs=self.processed, failed_jobs=self.failed, concurrency=self.concurrency, status=status,
+        )
+        try:
+            await self.js.publish(names.heartbeat_subject(self.spec.name, self.worker_id), hb.to_bytes(), timeout=2)
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+    # --------------------------------------------------------------- running
+    def _record(self, type_: EventType, env: Envelope, **kw: Any) -> None:
+        self.events.add(LifecycleRecord(type=type_, job_id=env.id, queue=env.queue, name=env.name,
+                                        attempt=env.attempt, attempts=env.attempts, worker=self.worker_id, **kw))
+
+    def _state(self, env: Envelope, state: JobStatus, **kw: Any) -> JobState:
+        return JobState(id=env.id, queue=env.queue, state=state, name=env.name, attempt=env.attempt,
+                        attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at,
+                        worker=self.worker_id, errors=list(env.errors), **kw)
+
+    def _write_state(self, st: JobState, ttl: int) -> None:
+        subject = f"$KV.{names.JOBS_BUCKET}.{names.kv_key(st.id)}"
+
+        async def write() -> None:
+            ack = await self.js.publish_async(subject, st.to_bytes(), headers={"Nats-TTL": f"{int(ttl)}s"})
+            await ack
+
+        asyncio.ensure_future(write()).add_done_callback(_log_failure)
+
+    async def _run(self, h: Held) -> None:
+        msg = h.msg
+        meta = msg.metadata
+        try:
+            try:
+                _q, kind, _lvl, token = names.parse_job_subject(msg.subject)
+                job_id = token if kind == "job" else f"cron-{token}-{meta.sequence.stream}"
+                env = Envelope.from_bytes(msg.data, self.spec, job_id=job_id)
+            except (InvalidJob, ValueError) as exc:
+                await self._dead_letter_malformed(msg, str(exc))
+                return
+            h.job_id = env.id
+            if meta.num_delivered > 1:
+                self.metrics.stalled.labels(self.spec.name).inc()
+                self._record(EventType.STALLED, env, error=f"redelivered (delivery {meta.num_delivered}) after a "
+                             "worker lost its lease")
+            await self._execute(h, env)
+        except asyncio.CancelledError:
+            if h.releasing:
+                await _quiet(msg.nak())
+            raise
+        except Exception:
+            log.exception("settling job %s failed; it will be redelivered after ack_wait", h.job_id)
+        finally:
+            self._done(h)
+
+    async def _execute(self, h: Held, env: Envelope) -> None:
+        msg = h.msg
+        fn = self.registry.resolve(self.spec.name, env.name)
+        ctx = JobContext(job_id=env.id, queue=env.queue, name=env.name, data=env.data, attempt=env.attempt,
+                         attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at,
+                         log=logging.LoggerAdapter(log, {"job_id": env.id, "queue": env.queue}))
+        ctx._progress_cb = lambda v: self._progress(h, env, v)
+        h.ctx = ctx
+        started = now_ms()
+        h.started_ms = started
+        scheduled_for = int((msg.headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
+        self.metrics.wait.labels(self.spec.name).observe(max(started - scheduled_for, 0) / 1000)
+        first = env.attempt == 1 and msg.metadata.num_delivered == 1
+        self._record(EventType.STARTED, env, data=env.data if first else None, user_id=env.user_id,
+                     enqueued_at=env.enqueued_at if first else None)
+        gauge = self.metrics.in_flight.labels(self.spec.name)
+        gauge.inc()
+        timeout = env.timeout_ms / 1000 if env.timeout_ms else None
+        error: BaseException | None = None
+        result: Any = None
+        span_ctx = telemetry.extract(msg.headers)
+        with telemetry.tracer().start_as_current_span(
+            f"{self.spec.name} process", context=span_ctx, kind=trace.SpanKind.CONSUMER,
+            attributes={"jetqueue.job_id": env.id, "jetqueue.attempt": env.attempt, "messaging.system": "nats"},
+        ) as span:
+            try:
+                if fn is None:
+                    raise PermanentError(f"no processor registered for job {env.name!r} on queue {self.spec.name}")
+                result = await asyncio.wait_for(fn(ctx), timeout) if timeout else await fn(ctx)
+                json.dumps(result, default=str)
+            except asyncio.CancelledError:
+                if h.releasing or h.cancel_reason is None:
+                    gauge.dec()
+                    raise
+                error = JobCancelled(h.cancel_reason)
+            except TimeoutError:
+                error = TimeoutError(f"timed out after {env.timeout_ms} ms")
+            except Exception as exc:
+                error = exc
+            if error is not None:
+                span.set_status(trace.StatusCode.ERROR, str(error))
+        gauge.dec()
+        duration = now_ms() - started
+        labels = (self.spec.name, env.name)
+        self.metrics.duration.labels(*labels).observe(duration / 1000)
+        if error is None:
+            self.processed += 1
+            self.metrics.completed.labels(*labels).inc()
+            self._write_state(self._state(env, JobStatus.COMPLETED, progress=100.0, result=result,
+                                          started_at=started, finished_at=now_ms()), self.spec.retention_s)
+            self._record(EventType.COMPLETED, env, duration_ms=duration, result=result)
+            await msg.ack()
+            return
+        if isinstance(error, JobCancelled):
+            self.metrics.cancelled.labels(self.spec.name).inc()
+            self._write_state(self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started,
+                                          finished_at=now_ms()), self.spec.failed_retention_s)
+            self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))
+            await msg.term()
+            return
+        text = _error_text(error)
+        env.errors.append(text)
+        if env.attempt < env.attempts and not isinstance(error, PermanentError):
+            await self._schedule_retry(h, env, text, duration, started)
+        else:
+            await self._dead_letter(msg, env, text, type(error).__name__, "failed", duration=duration, started=started)
+            await msg.term()
+
+    async def _progress(self, h: Held, env: Envelope, value: float) -> None:
+        self._record(EventType.PROGRESS, env, progress=value) if _progress_due(h, self.progress_interval_s) else None
+        if _progress_due(h, self.progress_interval_s, write=True):
+            self._write_state(self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
+                              self.spec.failed_retention_s)
+
+    async def _schedule_retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> None:
+        retry_no = env.attempt  # first retry after attempt 1
+        delay_ms = int(env.backoff.delay_for(retry_no) * 1000)
+        run_at = now_ms() + delay_ms
+        failed_attempt = env.attempt
+        env.attempt += 1
+        target = names.job_subject(env.queue, h.level, env.id)
+        headers = {
+            H_MSG_ID: f"{env.id}:a{env.attempt}",
+            H_SCHEDULE: "@at " + _rfc3339(run_at),
+            H_SCHEDULE_TARGET: target,
+            H_RUN_AT: str(run_at),
+        }
+        for k in ("traceparent", "tracestate"):
+            if h.msg.headers and k in h.msg.headers:
+                headers[k] = h.msg.headers[k]
+        await self.js.publish(names.sched_subject(env.queue, env.id), env.to_bytes(), headers=headers)
+        self.metrics.retried.labels(env.queue, env.name).inc()
+        st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
+        st.attempt = failed_attempt
+        self._write_state(st, self.spec.failed_retention_s)
+        self.events.add(LifecycleRecord(type=EventType.RETRYING, job_id=env.id, queue=env.queue, name=env.name,
+                                        attempt=failed_attempt, attempts=env.attempts, worker=self.worker_id,
+                                        duration_ms=duration, error=text))
+        await h.msg.ack()
+
+    async def _dead_letter(self, msg: Msg | None, env: Envelope, text: str, error_type: str, reason: str, *,
+                           duration: int | None = None, started: int | None = None) -> None:
+        headers = {
+            H_REASON: reason,
+            H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
+            H_FAILED_AT: str(now_ms()),
+            H_MSG_ID: f"{env.id}:dlq:{env.attempt}",
+        }
+        if msg is not None:
+            headers[H_ORIGINAL_SUBJECT] = msg.subject
+        await self.js.publish(names.dlq_subject(env.queue, env.id), env.to_bytes(), headers=headers)
+        self.failed += 1
+        self.metrics.failed.labels(env.queue, env.name).inc()
+        self._write_state(self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
+                          self.spec.failed_retention_s)
+        self._record(EventType.FAILED, env, duration_ms=duration, error=text, error_type=error_type, data=env.data)
+        await self._notify_admins(env, text, reason)
+
+    async def _notify_admins(self, env: Envelope, text: str, reason: str) -> None:
+        if NOTIFY_QUEUE not in self.catalog or (env.queue == NOTIFY_QUEUE and env.name == "admin-alert"):
+            return  # never alert about a failed alert (no loop)
+        try:
+            await self.client.enqueue(
+                NOTIFY_QUEUE, "admin-alert",
+                {
+                    "type": "JOB_FAILED", "severity": "HIGH", "audience": "admins",
+                    "title": f"Job Failed: {env.name}",
+                    "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
+                    "details": {"job_id": env.id, "queue": env.queue, "error": text[:500], "data": env.data},
+                },
+                job_id=f"dlq-alert-{env.queue}-{env.id}"[:128],
+                priority=1,
+            )
+        except JetqueueError as exc:
+            log.error("admin notification for job %s failed: %s", env.id, exc)
+
+    async def _dead_letter_malformed(self, msg: Msg, reason: str) -> None:
+        self.metrics.malformed.labels(self.spec.name).inc()
+        seq = msg.metadata.sequence.stream
+        headers = {H_REASON: "malformed", H_ERROR: reason[:1000].replace("\n", " "), H_FAILED_AT: str(now_ms()),
+                   H_ORIGINAL_SUBJECT: msg.subject}
+        token = f"malformed-{seq}"
+        await self.js.publish(names.dlq_subject(self.spec.name, token), msg.data or b"", headers=headers)
+        self.events.add(LifecycleRecord(type=EventType.FAILED, job_id=token, queue=self.spec.name, name="(malformed)",
+                                        attempt=1, worker=self.worker_id, error=f"malformed message: {reason}",
+                                        error_type="InvalidJob"))
+        log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
+        await msg.term()
+
+    # ------------------------------------------------------- control inputs
+    async def on_cancel(self, raw: bytes) -> None:
+        try:
+            body = json.loads(raw)
+            job_id = str(body["job_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        for h in list(self.held.values()):
+            if h.job_id == job_id or (not h.job_id and h.msg.subject.endswith("." + job_id)):
+                h.cancel_reason = str(body.get("reason") or "cancelled")
+                if h.ctx is not None:
+                    h.ctx.cancelled.set()
+                if h.task is not None:
+                    h.task.cancel()
+
+    async def on_max_deliveries(self, raw: bytes) -> None:
+        """A job whose workers kept dying hit max_deliver: dead-letter it (one worker handles each advisory)."""
+        try:
+            adv = json.loads(raw)
+            seq = int(adv["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            return
+        try:
+            m = await self.js.get_msg(self.spec.stream, seq)
+        except Exception:
+            return  # already gone
+        try:
+            _q, kind, _lvl, token = names.parse_job_subject(m.subject or "")
+            env = Envelope.from_bytes(m.data or b"", self.spec, job_id=token if kind == "job" else f"cron-{token}-{seq}")
+        except (InvalidJob, ValueError):
+            return
+        text = f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
+        env.errors.append(text)
+        await self._dead_letter(None, env, text, "Stalled", "stalled")
+        await self.js.delete_msg(self.spec.stream, seq)
+
+
+def _progress_due(h: Held, interval: float, write: bool = False) -> bool:
+    key = "w" if write else "e"
+    now = time.monotonic()
+    last = h.extra.get(key, 0.0)
+    if now - last >= interval:
+        h.extra[key] = now
+        return True
+    return False
+
+
+def _error_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text[:MAX_ERROR_LEN]
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is not None:
+        log.warning("state write failed: %s", exc)
+
+
+async def _quiet(coro: Any) -> None:
+    try:
+        await coro
+    except Exception:
+        pass
