@@ -243,7 +243,7 @@ class JobClient:
             ]
             acks = await asyncio.gather(*futures)
         except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
-            raise NatsUnavailable(f"NATS did not confirm the bulk publish: {exc or type(exc).__name__}") from exc
+            raise NatsUnavailable(f"NATS did not confirm the bulk publish: {str(exc) or type(exc).__name__}") from exc
         return [self._result(p[0], p[1], ack, p[4]) for p, ack in zip(prepared, acks, strict=True)]
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
@@ -251,7 +251,7 @@ class JobClient:
             return await self.js.publish(subject, body, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
                 nats.errors.OutboundBufferLimitError) as exc:
-            raise NatsUnavailable(f"NATS did not confirm the publish: {exc or type(exc).__name__}") from exc
+            raise NatsUnavailable(f"NATS did not confirm the publish: {str(exc) or type(exc).__name__}") from exc
         except BadRequestError as exc:
             raise InvalidJob(f"JetStream refused the job: {exc.description}") from exc
 
@@ -289,8 +289,9 @@ class JobClient:
         headers = {
             H_SCHEDULE: expr,
             H_SCHEDULE_TARGET: names.cronjob_subject(queue, spec.level_for(priority), name),
-            H_SCHEDULE_TZ: time_zone,
         }
+        if not expr.startswith("@every"):  # an interval has no wall-clock time to place in a zone
+            headers[H_SCHEDULE_TZ] = time_zone
         try:
             await self.js.publish(names.cron_subject(queue, name), json.dumps(body).encode(), headers=headers)
         except BadRequestError as exc:
@@ -393,27 +394,32 @@ class JobClient:
         validate_job_id(job_id)
         try:
             recorded = await self._recorded(job_id)
-            if recorded is not None and recorded.state in TERMINAL_STATUSES:
-                return recorded
-            specs = [self.catalog.get(recorded.queue if recorded else queue)] if (recorded or queue) else list(
-                self.catalog.queues
-            )
+            home = recorded.queue if recorded else queue
+            specs = [self.catalog.get(home)] if home else list(self.catalog.queues)
             found = await asyncio.gather(*(self._find_in_queue(s, job_id) for s in specs))
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
             raise NatsUnavailable("NATS did not answer the status lookup") from exc
         live = next((f for f in found if f is not None), None)
         if live is None:
+            # A worker writes the final state before it acks, so a job that
+            # left its stream between our two reads has a record by now.
+            recorded = await self._recorded(job_id) or recorded
             if recorded is not None:
                 return recorded
             raise JobNotFound(job_id)
-        if recorded is not None and live.state is JobStatus.ACTIVE:
+        if recorded is None:
+            return live
+        if recorded.state in TERMINAL_STATUSES:
+            if live.enqueued_at and recorded.enqueued_at and live.enqueued_at > recorded.enqueued_at:
+                return live  # the id was used again after the old job ended
+            return recorded
+        if live.state is JobStatus.ACTIVE:
             # the worker's record has progress, start time and worker id
             recorded.state = JobStatus.ACTIVE
             recorded.data = live.data
             return recorded
-        if recorded is not None:
-            live.errors = recorded.errors or live.errors
-            live.progress = recorded.progress
+        live.errors = recorded.errors or live.errors
+        live.progress = recorded.progress
         return live
 
     # ------------------------------------------------------------------ cancel

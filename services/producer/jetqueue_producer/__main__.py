@@ -4,24 +4,47 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from jetqueue.errors import JetqueueError
 
+if TYPE_CHECKING:
+    from jetqueue.catalog import Catalog
+    from jetqueue_producer.settings import ProducerSettings
+
+
+async def _preflight(settings: "ProducerSettings", catalog: "Catalog") -> None:
+    """Connect, check the server version and provision once, so start-up errors are one clear line."""
+    from jetqueue.connection import connect_and_check
+
+    nc, _js = await connect_and_check(settings.common, name="jetqueue-producer-preflight", catalog=catalog)
+    await nc.close()
+
 
 def main() -> int:
+    import asyncio
+
     import uvicorn
+
+    from jetqueue.catalog import load_catalog
 
     from jetqueue_producer.app import create_app
     from jetqueue_producer.settings import ProducerSettings
 
     try:
         settings = ProducerSettings()
-        app = create_app(settings)
+        catalog = load_catalog(settings.common.catalog)
+        app = create_app(settings, catalog=catalog)
     except (ValidationError, JetqueueError) as exc:
         print(f"jetqueue-producer: {exc}", file=sys.stderr)
         return 2
+    try:
+        asyncio.run(_preflight(settings, catalog))
+    except JetqueueError as exc:
+        print(f"jetqueue-producer: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=settings.log_level.upper(),
                         format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),

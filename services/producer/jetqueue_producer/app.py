@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
@@ -44,8 +44,8 @@ from jetqueue_producer.settings import ProducerSettings
 
 log = logging.getLogger("jetqueue.producer")
 
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False, max_length=256)]
-RequestId = Annotated[str | None, Parameter(header="X-Request-Id", required=False, max_length=256)]
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=256)]
+RequestId = Annotated[str | None, HeaderParameter(name="X-Request-Id", required=False, max_length=256)]
 
 
 class Metrics:
@@ -103,7 +103,7 @@ def _count(state: State, name: str, results: list[EnqueueResult]) -> None:
 
 
 @post("/jobs/{queue:str}", status_code=202, summary="Enqueue a job", tags=["jobs"])
-async def enqueue(queue: str, data: JobIn, state: State, idempotency_key: IdempotencyKey = None) -> JobOut:
+async def enqueue(queue: str, data: JSONBody[JobIn], state: State, idempotency_key: IdempotencyKey = None) -> JobOut:
     """Enqueue one job. The same ``job_id`` / ``Idempotency-Key`` within the duplicate window gives one job."""
     req = _request(queue, data, idempotency_key)
     with telemetry.tracer().start_as_current_span("POST /jobs/{queue}", attributes={"jetqueue.queue": queue}):
@@ -113,7 +113,7 @@ async def enqueue(queue: str, data: JobIn, state: State, idempotency_key: Idempo
 
 
 @post("/jobs/{queue:str}/bulk", status_code=202, summary="Enqueue many jobs", tags=["jobs"])
-async def enqueue_bulk(queue: str, data: BulkIn, state: State) -> BulkOut:
+async def enqueue_bulk(queue: str, data: JSONBody[BulkIn], state: State) -> BulkOut:
     """Enqueue many jobs in one request (pipelined publishes). A bad item rejects the whole request."""
     settings: ProducerSettings = state.settings
     if len(data.jobs) > settings.max_bulk:
@@ -144,7 +144,7 @@ async def cancel_job(job_id: str, state: State, queue: str | None = None) -> dic
 
 @put("/schedules/{queue:str}/{name:str}", status_code=200, summary="Create or replace a recurring job",
      tags=["schedules"])
-async def put_schedule(queue: str, name: str, data: ScheduleIn, state: State) -> dict[str, Any]:
+async def put_schedule(queue: str, name: str, data: JSONBody[ScheduleIn], state: State) -> dict[str, Any]:
     s = await _client(state).schedule(queue, name, data.cron, data=data.data, time_zone=data.time_zone,
                                       job_name=data.job_name, priority=data.priority)
     return s.to_dict()
@@ -165,7 +165,7 @@ async def delete_schedule(queue: str, name: str, state: State) -> dict[str, Any]
 
 
 @post("/fleet/ei-update", status_code=202, summary="Queue a fleet EI update (seed §3.1)", tags=["domain"])
-async def ei_update(data: EIUpdateIn, state: State, request_id: RequestId = None,
+async def ei_update(data: JSONBody[EIUpdateIn], state: State, request_id: RequestId = None,
                     idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     if not 0 <= data.new_ei <= 200:
         raise InvalidJob("EI value out of range: new_ei must be between 0 and 200")
@@ -182,7 +182,7 @@ async def ei_update(data: EIUpdateIn, state: State, request_id: RequestId = None
 
 @post("/order/bid-evaluation", status_code=200, summary="Score bids now, queue a ranking update (seed §3.2)",
       tags=["domain"])
-async def bid_evaluation(data: BidEvaluationIn, state: State) -> dict[str, Any]:
+async def bid_evaluation(data: JSONBody[BidEvaluationIn], state: State) -> dict[str, Any]:
     scores = score_candidates(data.bid_candidates, data.evaluation_policy)
     ranking: dict[str, Any] | None = None
     if scores:
@@ -259,8 +259,13 @@ def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) ->
 
     async def on_shutdown(app: Litestar) -> None:
         nc = app.state.get("nc")
-        if nc is not None:
+        if nc is None:
+            return
+        try:
             await nc.drain()
+        except Exception as exc:  # reconnecting or closed: nothing in flight to flush
+            log.warning("NATS drain at shutdown failed (%s); closing", exc)
+            await nc.close()
 
     return Litestar(
         route_handlers=[enqueue, enqueue_bulk, job_status, cancel_job, put_schedule, list_schedules,

@@ -295,14 +295,15 @@ class Worker:
                         attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at,
                         worker=self.worker_id, errors=list(env.errors), **kw)
 
-    def _write_state(self, st: JobState, ttl: int) -> None:
+    async def _write_state(self, st: JobState, ttl: int) -> None:
+        """Publish a job's state without waiting for the server's ack.
+
+        The publish is written to the connection before the caller acks the
+        job, so a status read never falls between the two.
+        """
         subject = f"$KV.{names.JOBS_BUCKET}.{names.kv_key(st.id)}"
-
-        async def write() -> None:
-            ack = await self.js.publish_async(subject, st.to_bytes(), headers={"Nats-TTL": f"{int(ttl)}s"})
-            await ack
-
-        asyncio.ensure_future(write()).add_done_callback(_log_failure)
+        ack = await self.js.publish_async(subject, st.to_bytes(), headers={"Nats-TTL": f"{int(ttl)}s"})
+        ack.add_done_callback(_log_failure)
 
     async def _run(self, h: Held) -> None:
         msg = h.msg
@@ -378,14 +379,14 @@ class Worker:
         if error is None:
             self.processed += 1
             self.metrics.completed.labels(*labels).inc()
-            self._write_state(self._state(env, JobStatus.COMPLETED, progress=100.0, result=result,
+            await self._write_state(self._state(env, JobStatus.COMPLETED, progress=100.0, result=result,
                                           started_at=started, finished_at=now_ms()), self.spec.retention_s)
             self._record(EventType.COMPLETED, env, duration_ms=duration, result=result)
             await msg.ack()
             return
         if isinstance(error, JobCancelled):
             self.metrics.cancelled.labels(self.spec.name).inc()
-            self._write_state(self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started,
+            await self._write_state(self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started,
                                           finished_at=now_ms()), self.spec.failed_retention_s)
             self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))
             await msg.term()
@@ -395,13 +396,14 @@ class Worker:
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
             await self._schedule_retry(h, env, text, duration, started)
         else:
-            await self._dead_letter(msg, env, text, type(error).__name__, "failed", duration=duration, started=started)
+            await self._dead_letter(msg, env, text, type(error).__name__, "failed", seq=msg.metadata.sequence.stream,
+                                    duration=duration, started=started)
             await msg.term()
 
     async def _progress(self, h: Held, env: Envelope, value: float) -> None:
         self._record(EventType.PROGRESS, env, progress=value) if _progress_due(h, self.progress_interval_s) else None
         if _progress_due(h, self.progress_interval_s, write=True):
-            self._write_state(self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
+            await self._write_state(self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
                               self.spec.failed_retention_s)
 
     async def _schedule_retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> None:
@@ -424,26 +426,28 @@ class Worker:
         self.metrics.retried.labels(env.queue, env.name).inc()
         st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
         st.attempt = failed_attempt
-        self._write_state(st, self.spec.failed_retention_s)
+        await self._write_state(st, self.spec.failed_retention_s)
         self.events.add(LifecycleRecord(type=EventType.RETRYING, job_id=env.id, queue=env.queue, name=env.name,
                                         attempt=failed_attempt, attempts=env.attempts, worker=self.worker_id,
                                         duration_ms=duration, error=text))
         await h.msg.ack()
 
     async def _dead_letter(self, msg: Msg | None, env: Envelope, text: str, error_type: str, reason: str, *,
-                           duration: int | None = None, started: int | None = None) -> None:
+                           seq: int, duration: int | None = None, started: int | None = None) -> None:
         headers = {
             H_REASON: reason,
             H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
             H_FAILED_AT: str(now_ms()),
-            H_MSG_ID: f"{env.id}:dlq:{env.attempt}",
+            # keyed by the job message's sequence: a redelivery of the same
+            # message cannot dead-letter twice, a requeued job can again
+            H_MSG_ID: f"{env.id}:dlq:{seq}",
         }
         if msg is not None:
             headers[H_ORIGINAL_SUBJECT] = msg.subject
         await self.js.publish(names.dlq_subject(env.queue, env.id), env.to_bytes(), headers=headers)
         self.failed += 1
         self.metrics.failed.labels(env.queue, env.name).inc()
-        self._write_state(self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
+        await self._write_state(self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
                           self.spec.failed_retention_s)
         self._record(EventType.FAILED, env, duration_ms=duration, error=text, error_type=error_type, data=env.data)
         await self._notify_admins(env, text, reason)
@@ -512,7 +516,7 @@ class Worker:
             return
         text = f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
         env.errors.append(text)
-        await self._dead_letter(None, env, text, "Stalled", "stalled")
+        await self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
         await self.js.delete_msg(self.spec.stream, seq)
 
 
