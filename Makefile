@@ -29,6 +29,7 @@ test: setup ## run the test suite (unit + integration; starts its own nats-serve
 
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check libs services tests
+	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker
 	$(BIN)/lint-imports
 
 bench: setup ## run the benchmarks (tests/bench) and print the figures

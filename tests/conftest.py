@@ -64,8 +64,9 @@ def client(nc: NatsClient, catalog: Catalog) -> JobClient:
     return JobClient(nc, catalog)
 
 
-async def eventually(fn: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05,
-                     what: str = "condition") -> T:
+async def eventually(
+    fn: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Await ``fn`` until it returns a truthy value (returned) or raise after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -120,8 +121,9 @@ def spawn_worker(nats_server: EmbeddedNats, tmp_path: Path) -> Iterator[Callable
             **env,
         }
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "jetqueue_worker"], env=full_env, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jetqueue_worker"], env=full_env, stdout=out, stderr=subprocess.STDOUT
+            )
         wp = WorkerProcess(proc, log_path)
         procs.append(wp)
         return wp

@@ -57,8 +57,9 @@ async def gate_worker(nc: NatsClient, catalog: Catalog) -> AsyncIterator[tuple[W
     await w.stop(grace_s=2)
 
 
-async def test_drain_removes_waiting_jobs_only(nc: NatsClient, catalog: Catalog, client: JobClient,
-                                               gate_worker: Any) -> None:
+async def test_drain_removes_waiting_jobs_only(
+    nc: NatsClient, catalog: Catalog, client: JobClient, gate_worker: Any
+) -> None:
     _w, gate, done = gate_worker
     running = await client.enqueue(Q, "x", {})
     await eventually(lambda: _is(client, running.job_id, JobStatus.ACTIVE))
@@ -92,8 +93,9 @@ async def test_drain_keeps_a_paused_queue_paused(nc: NatsClient, catalog: Catalo
     assert (await queue_info(nc.jetstream(), catalog.get(Q))).paused
 
 
-async def test_drain_refuses_when_in_flight_jobs_do_not_settle(nc: NatsClient, catalog: Catalog, client: JobClient,
-                                                              gate_worker: Any) -> None:
+async def test_drain_refuses_when_in_flight_jobs_do_not_settle(
+    nc: NatsClient, catalog: Catalog, client: JobClient, gate_worker: Any
+) -> None:
     r = await client.enqueue(Q, "x", {})
     await eventually(lambda: _is(client, r.job_id, JobStatus.ACTIVE))
     await client.enqueue(Q, "x", {})
@@ -141,7 +143,9 @@ async def test_retry_failed_and_retry_job_requeue_dead_letters(nc: NatsClient, c
     finally:
         await w.stop(grace_s=1)
     actions = [(r["action"], r["ok"]) for r in await audit_records(nc)]
-    assert ("JOB_RETRY", True) in actions and ("QUEUE_RETRY_FAILED", True) in actions and ("JOB_RETRY", False) in actions
+    assert (
+        ("JOB_RETRY", True) in actions and ("QUEUE_RETRY_FAILED", True) in actions and ("JOB_RETRY", False) in actions
+    )
 
 
 async def test_clean_failed_by_age(nc: NatsClient, catalog: Catalog, client: JobClient) -> None:

@@ -221,7 +221,9 @@ async def test_timeout_cancels_the_processor_and_counts_as_failure(client: JobCl
     assert not finished
 
 
-async def test_last_failure_dead_letters_and_notifies_admins(client: JobClient, make_worker: Any, nc: NatsClient) -> None:
+async def test_last_failure_dead_letters_and_notifies_admins(
+    client: JobClient, make_worker: Any, nc: NatsClient
+) -> None:
     reg = ProcessorRegistry()
 
     async def proc(ctx: JobContext) -> None:
@@ -327,8 +329,9 @@ async def test_cancel_running_job_is_cooperative(client: JobClient, make_worker:
     await eventually(lambda: state_is(client, r.job_id, JobStatus.CANCELLED))
 
 
-async def test_paused_queue_delivers_nothing_until_resumed(client: JobClient, make_worker: Any, nc: NatsClient,
-                                                           catalog: Catalog) -> None:
+async def test_paused_queue_delivers_nothing_until_resumed(
+    client: JobClient, make_worker: Any, nc: NatsClient, catalog: Catalog
+) -> None:
     runs: list[str] = []
     reg = ProcessorRegistry()
 
@@ -347,7 +350,9 @@ async def test_paused_queue_delivers_nothing_until_resumed(client: JobClient, ma
     await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED))
 
 
-async def test_pause_until_resumes_by_itself(client: JobClient, make_worker: Any, nc: NatsClient, catalog: Catalog) -> None:
+async def test_pause_until_resumes_by_itself(
+    client: JobClient, make_worker: Any, nc: NatsClient, catalog: Catalog
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     reg = ProcessorRegistry()

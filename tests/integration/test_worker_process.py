@@ -104,3 +104,25 @@ async def test_worker_refuses_unknown_queue(catalog: Catalog, spawn_worker: Any)
     code = await asyncio.to_thread(w.proc.wait, 30)
     assert code != 0 and "unknown queue 'no-such-queue'" in w.log()
     assert "Traceback" not in w.log()
+
+
+async def test_worker_exports_prometheus_metrics(nc: NatsClient, catalog: Catalog, spawn_worker: Any) -> None:
+    import urllib.request
+
+    from jetqueue.embedded import free_port
+
+    port = free_port()
+    client = JobClient(nc, catalog)
+    spawn_worker(Q, catalog, JETQUEUE_WORKER_METRICS_PORT=str(port))
+    await eventually(lambda: _online(nc, Q, 1), timeout=20)
+    r = await client.enqueue(Q, "send", MAIL)
+    await eventually(lambda: _is(client, r.job_id, JobStatus.COMPLETED), timeout=10)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    assert 'jetqueue_jobs_completed_total{job_name="send",queue="email-send"} 1.0' in text
+    assert 'jetqueue_job_duration_seconds_count{job_name="send",queue="email-send"} 1.0' in text
+    assert 'jetqueue_jobs_in_flight{queue="email-send"} 0.0' in text

@@ -17,10 +17,17 @@ from jetqueue.job import Envelope, JobState, JobStatus, new_job_id, validate_job
 from jetqueue.settings import CommonSettings
 
 SEED_QUEUES = {
-    "ei-update": (1, 20, 3, 1000), "proposal-ranking": (2, 10, 2, 500), "order-status-update": (2, 15, 3, 1000),
-    "notification-send": (3, 30, 5, 2000), "audit-log": (5, 10, 1, None), "analytics-aggregate": (4, 5, 2, None),
-    "data-dtg-sync": (2, 5, 3, 5000), "dispatch-optimize": (1, 3, 2, 3000), "report-generate": (4, 2, 3, 5000),
-    "email-send": (3, 20, 5, 2000), "cleanup-old-data": (5, 1, 2, 5000),
+    "ei-update": (1, 20, 3, 1000),
+    "proposal-ranking": (2, 10, 2, 500),
+    "order-status-update": (2, 15, 3, 1000),
+    "notification-send": (3, 30, 5, 2000),
+    "audit-log": (5, 10, 1, None),
+    "analytics-aggregate": (4, 5, 2, None),
+    "data-dtg-sync": (2, 5, 3, 5000),
+    "dispatch-optimize": (1, 3, 2, 3000),
+    "report-generate": (4, 2, 3, 5000),
+    "email-send": (3, 20, 5, 2000),
+    "cleanup-old-data": (5, 1, 2, 5000),
 }
 
 
@@ -36,8 +43,10 @@ def test_seed_catalog_has_the_eleven_queues_with_their_settings() -> None:
     assert cat.get("dispatch-optimize").timeout_ms == 30000
     assert cat.get("report-generate").timeout_ms == 60000
     assert cat.get("ei-update").display_name == "EI 데이터 업데이트"
-    assert {(s.queue, s.cron) for s in cat.schedules} == {("analytics-aggregate", "0 0 * * *"),
-                                                           ("cleanup-old-data", "0 2 * * *")}
+    assert {(s.queue, s.cron) for s in cat.schedules} == {
+        ("analytics-aggregate", "0 0 * * *"),
+        ("cleanup-old-data", "0 2 * * *"),
+    }
 
 
 def test_unknown_queue_is_a_clear_error() -> None:
@@ -105,11 +114,25 @@ def test_generated_job_ids_are_unique_and_time_ordered() -> None:
 
 def test_envelope_round_trip_and_defaults() -> None:
     spec = load_catalog().get("email-send")
-    env = Envelope(id="j1", queue="email-send", name="welcome", data={"to": "x"}, attempts=5, backoff=spec.backoff,
-                   timeout_ms=None, user_id="u")
+    env = Envelope(
+        id="j1",
+        queue="email-send",
+        name="welcome",
+        data={"to": "x"},
+        attempts=5,
+        backoff=spec.backoff,
+        timeout_ms=None,
+        user_id="u",
+    )
     back = Envelope.from_bytes(env.to_bytes(), spec)
     assert (back.id, back.name, back.data, back.attempts, back.attempt, back.user_id) == (
-        "j1", "welcome", {"to": "x"}, 5, 1, "u")
+        "j1",
+        "welcome",
+        {"to": "x"},
+        5,
+        1,
+        "u",
+    )
     # a non-Python publisher may send just a name and data; the queue's defaults fill in
     minimal = Envelope.from_bytes(b'{"name": "n", "data": [1]}', spec, job_id="from-subject")
     assert (minimal.id, minimal.attempts, minimal.backoff) == ("from-subject", spec.attempts, spec.backoff)
@@ -138,8 +161,12 @@ def test_job_state_round_trip() -> None:
 
 @pytest.mark.parametrize(
     ("expr", "broker"),
-    [("0 0 * * *", "0 0 0 * * *"), ("*/5 * * * * *", "*/5 * * * * *"), ("@every 5m", "@every 5m"),
-     ("  0   2 * * * ", "0 0 2 * * *")],
+    [
+        ("0 0 * * *", "0 0 0 * * *"),
+        ("*/5 * * * * *", "*/5 * * * * *"),
+        ("@every 5m", "@every 5m"),
+        ("  0   2 * * * ", "0 0 2 * * *"),
+    ],
 )
 def test_cron_expressions_become_six_field(expr: str, broker: str) -> None:
     assert to_broker_cron(expr) == broker
@@ -161,7 +188,7 @@ class _StubJS:
 
 @pytest.mark.parametrize("level", [None, 1, 2, 3])
 async def test_servers_before_2_14_are_refused(level: int | None) -> None:
-    with pytest.raises(ServerTooOld, match="nats-server >= 2.14"):
+    with pytest.raises(ServerTooOld, match=r"nats-server >= 2\.14"):
         await check_server(_StubJS(level))  # type: ignore[arg-type]
 
 

@@ -31,7 +31,7 @@ class Backoff(BaseModel):
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         if self.type is BackoffType.FIXED:
             return self.delay_ms / 1000
-        return self.delay_ms * (2 ** max(retry - 1, 0)) / 1000
+        return float(self.delay_ms * (2 ** max(retry - 1, 0)) / 1000)
 
 
 class QueueSpec(BaseModel):

@@ -236,6 +236,8 @@ class JobClient:
         item rejects the whole batch and nothing is half-enqueued.
         """
         prepared = [self._prepare(r) for r in requests]
+        for _spec, env, _subject, _headers, _run_at in prepared:
+            self._check_size(env.to_bytes())
         try:
             futures = [
                 await self.js.publish_async(subject, env.to_bytes(), headers=headers)
@@ -246,11 +248,24 @@ class JobClient:
             raise NatsUnavailable(f"NATS did not confirm the bulk publish: {str(exc) or type(exc).__name__}") from exc
         return [self._result(p[0], p[1], ack, p[4]) for p, ack in zip(prepared, acks, strict=True)]
 
+    def _check_size(self, body: bytes) -> None:
+        limit = self.nc.max_payload
+        if limit and len(body) > limit - 1024:  # leave room for the headers
+            raise InvalidJob(
+                f"job too large: {len(body)} bytes; the NATS server accepts at most {limit} bytes per message "
+                "(keep large payloads elsewhere and pass a reference)"
+            )
+
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
+        self._check_size(body)
         try:
             return await self.js.publish(subject, body, headers=headers)
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,
-                nats.errors.OutboundBufferLimitError) as exc:
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.ConnectionClosedError,
+            nats.errors.NoRespondersError,
+            nats.errors.OutboundBufferLimitError,
+        ) as exc:
             raise NatsUnavailable(f"NATS did not confirm the publish: {str(exc) or type(exc).__name__}") from exc
         except BadRequestError as exc:
             raise InvalidJob(f"JetStream refused the job: {exc.description}") from exc
@@ -292,11 +307,14 @@ class JobClient:
         }
         if not expr.startswith("@every"):  # an interval has no wall-clock time to place in a zone
             headers[H_SCHEDULE_TZ] = time_zone
+        raw = json.dumps(body).encode()
+        self._check_size(raw)
         try:
-            await self.js.publish(names.cron_subject(queue, name), json.dumps(body).encode(), headers=headers)
+            await self.js.publish(names.cron_subject(queue, name), raw, headers=headers)
         except BadRequestError as exc:
-            raise InvalidJob(f"the broker refused the schedule ({exc.description}): check cron {cron!r} "
-                             f"and time zone {time_zone!r}") from exc
+            raise InvalidJob(
+                f"the broker refused the schedule ({exc.description}): check cron {cron!r} and time zone {time_zone!r}"
+            ) from exc
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise NatsUnavailable("NATS did not confirm the schedule") from exc
         return sched
@@ -354,9 +372,18 @@ class JobClient:
             env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
             run_at = int((msg.headers or {}).get(H_RUN_AT, 0)) or None
             return JobState(
-                id=job_id, queue=spec.name, state=JobStatus.SCHEDULED, name=env.name, attempt=env.attempt - 1,
-                attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at, run_at=run_at,
-                errors=env.errors, error=env.errors[-1] if env.errors else None, data=env.data,
+                id=job_id,
+                queue=spec.name,
+                state=JobStatus.SCHEDULED,
+                name=env.name,
+                attempt=env.attempt - 1,
+                attempts=env.attempts,
+                user_id=env.user_id,
+                enqueued_at=env.enqueued_at,
+                run_at=run_at,
+                errors=env.errors,
+                error=env.errors[-1] if env.errors else None,
+                data=env.data,
             )
         except NotFoundError:
             pass
@@ -366,7 +393,7 @@ class JobClient:
             msg = await self.js.get_last_msg(spec.stream, names.job_subject_any_level(spec.name, job_id))
         except NotFoundError:
             return None
-        _q, _kind, level, _id = names.parse_job_subject(msg.subject)
+        _q, _kind, level, _id = names.parse_job_subject(msg.subject or "")
         try:
             env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
         except InvalidJob:
@@ -375,10 +402,17 @@ class JobClient:
         delivered = info.delivered.stream_seq if info.delivered else 0
         state = JobStatus.ACTIVE if msg.seq is not None and msg.seq <= (delivered or 0) else JobStatus.WAITING
         return JobState(
-            id=job_id, queue=spec.name, state=state, name=env.name,
+            id=job_id,
+            queue=spec.name,
+            state=state,
+            name=env.name,
             attempt=env.attempt if state is JobStatus.ACTIVE else env.attempt - 1,
-            attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at, errors=env.errors,
-            error=env.errors[-1] if env.errors else None, data=env.data,
+            attempts=env.attempts,
+            user_id=env.user_id,
+            enqueued_at=env.enqueued_at,
+            errors=env.errors,
+            error=env.errors[-1] if env.errors else None,
+            data=env.data,
         )
 
     async def status(self, job_id: str, queue: str | None = None) -> JobState:
@@ -444,9 +478,17 @@ class JobClient:
         await self.js.purge_stream(spec.stream, subject=names.sched_subject(spec.name, job_id))
         await self.js.purge_stream(spec.stream, subject=names.job_subject_any_level(spec.name, job_id))
         state = JobState(
-            id=job_id, queue=spec.name, state=JobStatus.CANCELLED, name=current.name, attempt=current.attempt,
-            attempts=current.attempts, user_id=current.user_id, enqueued_at=current.enqueued_at,
-            finished_at=now_ms(), error=reason, errors=current.errors,
+            id=job_id,
+            queue=spec.name,
+            state=JobStatus.CANCELLED,
+            name=current.name,
+            attempt=current.attempt,
+            attempts=current.attempts,
+            user_id=current.user_id,
+            enqueued_at=current.enqueued_at,
+            finished_at=now_ms(),
+            error=reason,
+            errors=current.errors,
         )
         await record_state(self.js, state, spec.failed_retention_s)
         return state

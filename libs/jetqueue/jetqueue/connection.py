@@ -56,8 +56,10 @@ async def connect(settings: CommonSettings, *, name: str) -> NatsClient:
         # The first connect should fail fast: no reconnect loop before the
         # first success (nats-py retries forever otherwise).
         return await asyncio.wait_for(nats.connect(**opts), timeout=settings.connect_timeout_s * 2)
-    except (OSError, asyncio.TimeoutError, nats.errors.NoServersError, nats.errors.Error) as exc:
-        raise NatsUnavailable(f"cannot connect to NATS at {settings.nats_url}: {str(exc) or type(exc).__name__}") from exc
+    except (TimeoutError, OSError, nats.errors.NoServersError, nats.errors.Error) as exc:
+        raise NatsUnavailable(
+            f"cannot connect to NATS at {settings.nats_url}: {str(exc) or type(exc).__name__}"
+        ) from exc
 
 
 async def check_server(js: JetStreamContext) -> int:

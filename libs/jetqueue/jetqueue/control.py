@@ -126,9 +126,17 @@ async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
     dlq = await js.stream_info(names.DLQ_STREAM, subjects_filter=names.dlq_filter(spec.name))
     dead = sum((dlq.state.subjects or {}).values())
     return QueueInfo(
-        queue=spec.name, waiting=sum(levels), waiting_by_level=levels, active=active, scheduled=scheduled,
-        recurring=recurring, dead_lettered=dead, redelivered=redelivered, paused=paused,
-        pause_until=pause_until if paused else None, idle_pullers=idle,
+        queue=spec.name,
+        waiting=sum(levels),
+        waiting_by_level=levels,
+        active=active,
+        scheduled=scheduled,
+        recurring=recurring,
+        dead_lettered=dead,
+        redelivered=redelivered,
+        paused=paused,
+        pause_until=pause_until if paused else None,
+        idle_pullers=idle,
     )
 
 
@@ -184,9 +192,7 @@ async def drain(
         removed = 0
         for kind in ("job", "cronjob"):
             removed += await _purge_count(js, spec.stream, f"{names.PREFIX}.{spec.name}.{kind}.>")
-        removed_delayed = (
-            await _purge_count(js, spec.stream, names.sched_filter(spec.name)) if include_delayed else 0
-        )
+        removed_delayed = await _purge_count(js, spec.stream, names.sched_filter(spec.name)) if include_delayed else 0
     finally:
         if not was_paused:
             await resume(js, spec)
@@ -259,7 +265,7 @@ async def retry_job(js: JetStreamContext, catalog: Catalog, job_id: str) -> dict
         msg = await js.get_last_msg(names.DLQ_STREAM, f"{names.PREFIX}.dlq.*.{job_id}")
     except NotFoundError as exc:
         raise JobNotFound(job_id) from exc
-    queue = msg.subject.split(".")[2]
+    queue = (msg.subject or "").split(".")[2]
     spec = catalog.get(queue)
     env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
     env.attempt = 1
@@ -273,7 +279,9 @@ async def retry_job(js: JetStreamContext, catalog: Catalog, job_id: str) -> dict
     return {"job_id": job_id, "queue": queue, "state": "waiting"}
 
 
-async def clean_failed(js: JetStreamContext, spec: QueueSpec, older_than_s: float = 0, limit: int = 100_000) -> dict[str, Any]:
+async def clean_failed(
+    js: JetStreamContext, spec: QueueSpec, older_than_s: float = 0, limit: int = 100_000
+) -> dict[str, Any]:
     """Delete dead-lettered jobs of a queue older than ``older_than_s``."""
     cutoff = time.time() - older_than_s
     removed = 0
@@ -288,8 +296,14 @@ async def clean_failed(js: JetStreamContext, spec: QueueSpec, older_than_s: floa
 class Controller:
     """The control functions with an audit record for every call."""
 
-    def __init__(self, nc: NatsClient, catalog: Catalog, *, source: str = "api",
-                 audit_sink: Callable[[AuditRecord], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        catalog: Catalog,
+        *,
+        source: str = "api",
+        audit_sink: Callable[[AuditRecord], Awaitable[None]] | None = None,
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.catalog = catalog
@@ -305,10 +319,28 @@ class Controller:
         if self._sink is not None:
             await self._sink(rec)
 
-    async def _run(self, action: AuditAction, entity: EntityType, entity_id: str, actor: str, reason: str | None,
-                   role: str | None, params: dict[str, Any], op: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        rec = AuditRecord(actor=actor, action=action, entity_type=entity, entity_id=entity_id, ok=False,
-                          reason=reason, role=role, source=self.source, params=params)
+    async def _run(
+        self,
+        action: AuditAction,
+        entity: EntityType,
+        entity_id: str,
+        actor: str,
+        reason: str | None,
+        role: str | None,
+        params: dict[str, Any],
+        op: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        rec = AuditRecord(
+            actor=actor,
+            action=action,
+            entity_type=entity,
+            entity_id=entity_id,
+            ok=False,
+            reason=reason,
+            role=role,
+            source=self.source,
+            params=params,
+        )
         try:
             result = await op()
         except Exception as exc:
@@ -320,44 +352,104 @@ class Controller:
         await self._audit(rec)
         return result
 
-    async def pause(self, queue: str, *, actor: str, until: datetime | None = None, reason: str | None = None,
-                    role: str | None = None) -> dict[str, Any]:
-        spec = self.catalog.get(queue)
-        return await self._run(AuditAction.QUEUE_PAUSE, EntityType.QUEUE, queue, actor, reason, role,
-                               {"until": until.isoformat() if until else None}, lambda: pause(self.js, spec, until))
-
-    async def resume(self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
-        spec = self.catalog.get(queue)
-        return await self._run(AuditAction.QUEUE_RESUME, EntityType.QUEUE, queue, actor, reason, role, {},
-                               lambda: resume(self.js, spec))
-
-    async def drain(self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None,
-                    include_delayed: bool = False, settle_timeout: float = 30.0) -> dict[str, Any]:
+    async def pause(
+        self,
+        queue: str,
+        *,
+        actor: str,
+        until: datetime | None = None,
+        reason: str | None = None,
+        role: str | None = None,
+    ) -> dict[str, Any]:
         spec = self.catalog.get(queue)
         return await self._run(
-            AuditAction.QUEUE_DRAIN, EntityType.QUEUE, queue, actor, reason, role,
+            AuditAction.QUEUE_PAUSE,
+            EntityType.QUEUE,
+            queue,
+            actor,
+            reason,
+            role,
+            {"until": until.isoformat() if until else None},
+            lambda: pause(self.js, spec, until),
+        )
+
+    async def resume(
+        self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(
+            AuditAction.QUEUE_RESUME, EntityType.QUEUE, queue, actor, reason, role, {}, lambda: resume(self.js, spec)
+        )
+
+    async def drain(
+        self,
+        queue: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        role: str | None = None,
+        include_delayed: bool = False,
+        settle_timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        spec = self.catalog.get(queue)
+        return await self._run(
+            AuditAction.QUEUE_DRAIN,
+            EntityType.QUEUE,
+            queue,
+            actor,
+            reason,
+            role,
             {"include_delayed": include_delayed},
             lambda: drain(self.js, spec, include_delayed=include_delayed, settle_timeout=settle_timeout),
         )
 
-    async def retry_failed(self, queue: str, *, actor: str, reason: str | None = None,
-                           role: str | None = None) -> dict[str, Any]:
+    async def retry_failed(
+        self, queue: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
         spec = self.catalog.get(queue)
-        return await self._run(AuditAction.QUEUE_RETRY_FAILED, EntityType.QUEUE, queue, actor, reason, role, {},
-                               lambda: retry_failed(self.js, self.catalog, spec))
+        return await self._run(
+            AuditAction.QUEUE_RETRY_FAILED,
+            EntityType.QUEUE,
+            queue,
+            actor,
+            reason,
+            role,
+            {},
+            lambda: retry_failed(self.js, self.catalog, spec),
+        )
 
-    async def clean(self, queue: str, *, actor: str, older_than_s: float = 0, reason: str | None = None,
-                    role: str | None = None) -> dict[str, Any]:
+    async def clean(
+        self, queue: str, *, actor: str, older_than_s: float = 0, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
         spec = self.catalog.get(queue)
-        return await self._run(AuditAction.QUEUE_CLEAN, EntityType.QUEUE, queue, actor, reason, role,
-                               {"state": "failed", "older_than_s": older_than_s},
-                               lambda: clean_failed(self.js, spec, older_than_s))
+        return await self._run(
+            AuditAction.QUEUE_CLEAN,
+            EntityType.QUEUE,
+            queue,
+            actor,
+            reason,
+            role,
+            {"state": "failed", "older_than_s": older_than_s},
+            lambda: clean_failed(self.js, spec, older_than_s),
+        )
 
-    async def retry_job(self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
-        return await self._run(AuditAction.JOB_RETRY, EntityType.JOB, job_id, actor, reason, role, {},
-                               lambda: retry_job(self.js, self.catalog, job_id))
+    async def retry_job(
+        self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        return await self._run(
+            AuditAction.JOB_RETRY,
+            EntityType.JOB,
+            job_id,
+            actor,
+            reason,
+            role,
+            {},
+            lambda: retry_job(self.js, self.catalog, job_id),
+        )
 
-    async def cancel_job(self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None) -> dict[str, Any]:
+    async def cancel_job(
+        self, job_id: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
         async def op() -> dict[str, Any]:
             st: JobState = await self.client.cancel(job_id, reason=reason or f"cancelled by {actor}")
             return {"job_id": job_id, "state": st.state.value, "queue": st.queue}

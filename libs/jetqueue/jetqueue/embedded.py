@@ -42,8 +42,15 @@ class EmbeddedNats:
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, *, port: int | None = None, http_port: int | None = None, store_dir: str | None = None,
-                 binary: str | None = None, log_file: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        http_port: int | None = None,
+        store_dir: str | None = None,
+        binary: str | None = None,
+        log_file: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         self._own_store = store_dir is None
@@ -61,8 +68,18 @@ class EmbeddedNats:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
-        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port),
-                "-js", "-sd", self.store_dir]
+        args = [
+            self.binary,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.http_port),
+            "-js",
+            "-sd",
+            self.store_dir,
+        ]
         if self.log_file:
             args += ["-l", self.log_file]
         out = subprocess.DEVNULL

@@ -92,9 +92,7 @@ def decode_batch(raw: bytes) -> list[dict[str, Any]]:
 class EventBatcher:
     """Collects lifecycle records and publishes them in batches."""
 
-    def __init__(
-        self, js: JetStreamContext, queue: str, *, interval: float = 0.2, max_batch: int = 500
-    ) -> None:
+    def __init__(self, js: JetStreamContext, queue: str, *, interval: float = 0.2, max_batch: int = 500) -> None:
         self.js = js
         self.subject = names.events_subject(queue)
         self.interval = interval

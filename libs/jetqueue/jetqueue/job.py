@@ -238,7 +238,5 @@ def validate_job_id(job_id: str) -> str:
     from jetqueue import names
 
     if not names.is_valid_token(job_id):
-        raise InvalidJob(
-            "job_id must be 1-128 characters of letters, digits and _-:=@+ (no dots or spaces)"
-        )
+        raise InvalidJob("job_id must be 1-128 characters of letters, digits and _-:=@+ (no dots or spaces)")
     return job_id

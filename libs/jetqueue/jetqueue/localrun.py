@@ -68,8 +68,9 @@ async def _demo_feeder(url: str, catalog: Catalog, stop: asyncio.Event) -> None:
                 data = {**base, **({"_simulate": sim} if sim else {})}
                 delay = rng.choice([None, None, None, 3000])
                 n += 1
-                await client.enqueue(q, "demo", data, delay_ms=delay, user_id=f"demo-user-{n % 4}",
-                                     priority=rng.choice([1, 2, 3]))
+                await client.enqueue(
+                    q, "demo", data, delay_ms=delay, user_id=f"demo-user-{n % 4}", priority=rng.choice([1, 2, 3])
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:
@@ -86,8 +87,9 @@ def run(args: Any) -> int:
     server: EmbeddedNats | None = None
     url = args.nats_url
     if not url:
-        server = EmbeddedNats(port=args.nats_port or None, store_dir=str(data_dir / "nats"),
-                              log_file=str(data_dir / "nats.log"))
+        server = EmbeddedNats(
+            port=args.nats_port or None, store_dir=str(data_dir / "nats"), log_file=str(data_dir / "nats.log")
+        )
         server.start()
         url = server.url
     env = dict(os.environ)
@@ -107,14 +109,21 @@ def run(args: Any) -> int:
         for q in queues:
             port = free_port()
             worker_ports[q] = port
-            wenv = {**env, "JETQUEUE_WORKER_QUEUE": q, "JETQUEUE_WORKER_METRICS_PORT": str(port),
-                    "JETQUEUE_WORKER_LOG_LEVEL": "WARNING", "JETQUEUE_PROVISION": "false"}
+            wenv = {
+                **env,
+                "JETQUEUE_WORKER_QUEUE": q,
+                "JETQUEUE_WORKER_METRICS_PORT": str(port),
+                "JETQUEUE_WORKER_LOG_LEVEL": "WARNING",
+                "JETQUEUE_PROVISION": "false",
+            }
             procs.append(_spawn("jetqueue_worker", wenv))
         print("jetqueue is running:")
         print(f"  NATS            {url}" + (f"   (monitoring {server.monitor_url})" if server else ""))
         print(f"  producer API    http://{args.host}:{args.port}   (OpenAPI: http://{args.host}:{args.port}/schema)")
-        print(f"  workers         {len(queues)} processes; metrics on ports "
-              f"{min(worker_ports.values())}..{max(worker_ports.values())}")
+        print(
+            f"  workers         {len(queues)} processes; metrics on ports "
+            f"{min(worker_ports.values())}..{max(worker_ports.values())}"
+        )
         print("  Ctrl-C stops everything." + ("  Feeding demo jobs." if args.demo else ""))
         sys.stdout.flush()
         stop = asyncio.Event()
@@ -131,7 +140,7 @@ def run(args: Any) -> int:
             while not stop.is_set():
                 if any(p.poll() is not None for p in procs):
                     dead = [p.args for p in procs if p.poll() is not None]
-                    print(f"jetqueue run: a service exited: {dead[0]}", file=sys.stderr)
+                    print(f"jetqueue run: a service exited: {dead[0]!r}", file=sys.stderr)
                     stop.set()
                     break
                 if deadline and time.monotonic() > deadline:

@@ -99,7 +99,9 @@ class ProcessorRegistry:
 registry = ProcessorRegistry()
 
 
-def processor(queue: str, *, name: str | None = None, into: ProcessorRegistry | None = None) -> Callable[[Processor], Processor]:
+def processor(
+    queue: str, *, name: str | None = None, into: ProcessorRegistry | None = None
+) -> Callable[[Processor], Processor]:
     """Register ``fn`` as the processor of ``queue`` (or of job ``name`` in it)."""
 
     def deco(fn: Processor) -> Processor:

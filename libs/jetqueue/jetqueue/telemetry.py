@@ -39,9 +39,7 @@ def setup_tracing(service_name: str) -> None:
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not endpoint and exporter_name in ("", "none"):
         return
     from opentelemetry.sdk.resources import Resource

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from jetqueue_producer.settings import ProducerSettings
 
 
-async def _preflight(settings: "ProducerSettings", catalog: "Catalog") -> None:
+async def _preflight(settings: ProducerSettings, catalog: Catalog) -> None:
     """Connect, check the server version and provision once, so start-up errors are one clear line."""
     from jetqueue.connection import connect_and_check
 
@@ -29,7 +29,6 @@ def main() -> int:
     import uvicorn
 
     from jetqueue.catalog import load_catalog
-
     from jetqueue_producer.app import create_app
     from jetqueue_producer.settings import ProducerSettings
 
@@ -45,10 +44,11 @@ def main() -> int:
     except JetqueueError as exc:
         print(f"jetqueue-producer: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False)
     return 0
 
 

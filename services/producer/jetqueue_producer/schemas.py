@@ -32,8 +32,13 @@ class JobIn(BaseModel):
     attempts: int | None = Field(default=None, ge=1, le=100, description="overrides the queue's attempts")
     backoff: BackoffIn | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=86_400_000)
-    job_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:=@+]+$",
-                               description="your id: the same id twice gives one job")
+    job_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_\-:=@+]+$",
+        description="your id: the same id twice gives one job",
+    )
     user_id: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ def score_candidates(cands: list[BidCandidate], policy: EvaluationPolicy) -> lis
     prices = [c.price for c in cands]
     eis = [c.ei for c in cands]
     etas = [c.eta_hours for c in cands]
-    scored = []
+    scored: list[dict[str, Any]] = []
     for c in cands:
         parts = {
             "price": _norm_low(c.price, min(prices), max(prices)),
@@ -33,14 +33,18 @@ def score_candidates(cands: list[BidCandidate], policy: EvaluationPolicy) -> lis
             "rating": c.rating / 5,
         }
         composite = (
-            parts["price"] * policy.price_weight + parts["ei"] * policy.ei_weight
-            + parts["eta"] * policy.eta_weight + parts["rating"] * policy.rating_weight
+            parts["price"] * policy.price_weight
+            + parts["ei"] * policy.ei_weight
+            + parts["eta"] * policy.eta_weight
+            + parts["rating"] * policy.rating_weight
         ) / total_w
-        scored.append({
-            "proposal_id": c.proposal_id,
-            "composite_score": round(composite * 100, 2),
-            "component_scores": {k: round(v * 100, 2) for k, v in parts.items()},
-        })
+        scored.append(
+            {
+                "proposal_id": c.proposal_id,
+                "composite_score": round(composite * 100, 2),
+                "component_scores": {k: round(v * 100, 2) for k, v in parts.items()},
+            }
+        )
     scored.sort(key=lambda s: (-s["composite_score"], s["proposal_id"]))
     for rank, s in enumerate(scored, start=1):
         s["rank"] = rank

@@ -22,15 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     from jetqueue_worker.app import create_app
     from jetqueue_worker.settings import WorkerSettings
 
-    overrides = {k: v for k, v in {"queue": args.queue, "concurrency": args.concurrency,
-                                   "metrics_port": args.metrics_port}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"queue": args.queue, "concurrency": args.concurrency, "metrics_port": args.metrics_port}.items()
+        if v is not None
+    }
     try:
         settings = WorkerSettings(**overrides)
     except ValidationError as exc:
         print(f"jetqueue-worker: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
     if not settings.queue:
         print("jetqueue-worker: no queue given (--queue or JETQUEUE_WORKER_QUEUE)", file=sys.stderr)
         return 2

@@ -21,7 +21,6 @@ from jetqueue import __version__, names, telemetry
 from jetqueue.catalog import Catalog, load_catalog
 from jetqueue.connection import check_server, provision_queue, provision_shared
 from jetqueue.processors import ProcessorRegistry
-
 from jetqueue_worker.metrics import WorkerMetrics
 from jetqueue_worker.processors import register_all
 from jetqueue_worker.processors.services import Services
@@ -37,8 +36,9 @@ def default_registry(services: Services | None = None) -> ProcessorRegistry:
     return reg
 
 
-def create_app(settings: WorkerSettings, *, catalog: Catalog | None = None,
-               registry: ProcessorRegistry | None = None) -> FastStream:
+def create_app(
+    settings: WorkerSettings, *, catalog: Catalog | None = None, registry: ProcessorRegistry | None = None
+) -> FastStream:
     """Build the worker app for ``settings.queue`` (nothing connects until it starts)."""
     catalog = catalog or load_catalog(settings.common.catalog)
     spec = catalog.get(settings.queue)
@@ -76,9 +76,17 @@ def create_app(settings: WorkerSettings, *, catalog: Catalog | None = None,
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
         worker = Worker(
-            nc, catalog, spec.name, registry, worker_id=settings.worker_id, concurrency=settings.concurrency,
-            heartbeat_s=settings.heartbeat_s, idle_wait_s=settings.idle_wait_s, grace_s=settings.grace_s,
-            metrics=metrics, version=__version__,
+            nc,
+            catalog,
+            spec.name,
+            registry,
+            worker_id=settings.worker_id,
+            concurrency=settings.concurrency,
+            heartbeat_s=settings.heartbeat_s,
+            idle_wait_s=settings.idle_wait_s,
+            grace_s=settings.grace_s,
+            metrics=metrics,
+            version=__version__,
         )
         await worker.start(own_subscriptions=False)
         holder["worker"] = worker

@@ -9,26 +9,42 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         labels = ["queue", "job_name"]
-        self.completed = Counter("jetqueue_jobs_completed_total", "Jobs that completed", labels,
-                                 registry=self.registry)
-        self.failed = Counter("jetqueue_jobs_failed_total",
-                              "Jobs dead-lettered after their last attempt", labels, registry=self.registry)
-        self.retried = Counter("jetqueue_jobs_retried_total", "Failed attempts that were scheduled for retry",
-                               labels, registry=self.registry)
-        self.stalled = Counter("jetqueue_jobs_stalled_total", "Redeliveries after a worker lost a job's lease",
-                               ["queue"], registry=self.registry)
-        self.cancelled = Counter("jetqueue_jobs_cancelled_total", "Running jobs cancelled", ["queue"],
-                                 registry=self.registry)
-        self.malformed = Counter("jetqueue_jobs_malformed_total", "Unreadable messages dead-lettered",
-                                 ["queue"], registry=self.registry)
+        self.completed = Counter("jetqueue_jobs_completed_total", "Jobs that completed", labels, registry=self.registry)
+        self.failed = Counter(
+            "jetqueue_jobs_failed_total", "Jobs dead-lettered after their last attempt", labels, registry=self.registry
+        )
+        self.retried = Counter(
+            "jetqueue_jobs_retried_total",
+            "Failed attempts that were scheduled for retry",
+            labels,
+            registry=self.registry,
+        )
+        self.stalled = Counter(
+            "jetqueue_jobs_stalled_total",
+            "Redeliveries after a worker lost a job's lease",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.cancelled = Counter(
+            "jetqueue_jobs_cancelled_total", "Running jobs cancelled", ["queue"], registry=self.registry
+        )
+        self.malformed = Counter(
+            "jetqueue_jobs_malformed_total", "Unreadable messages dead-lettered", ["queue"], registry=self.registry
+        )
         self.duration = Histogram(
-            "jetqueue_job_duration_seconds", "Run time of one attempt", labels, registry=self.registry,
+            "jetqueue_job_duration_seconds",
+            "Run time of one attempt",
+            labels,
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.wait = Histogram(
-            "jetqueue_job_wait_seconds", "Time from enqueue (or scheduled time) to start", ["queue"],
+            "jetqueue_job_wait_seconds",
+            "Time from enqueue (or scheduled time) to start",
+            ["queue"],
             registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
-        self.in_flight = Gauge("jetqueue_jobs_in_flight", "Jobs running in this worker", ["queue"],
-                               registry=self.registry)
+        self.in_flight = Gauge(
+            "jetqueue_jobs_in_flight", "Jobs running in this worker", ["queue"], registry=self.registry
+        )

@@ -20,7 +20,7 @@ from nats.aio.subscription import Subscription
 
 
 class _Request:
-    __slots__ = ("token", "batch", "received", "done")
+    __slots__ = ("batch", "done", "received", "token")
 
     def __init__(self, token: str, batch: int) -> None:
         self.token = token
@@ -49,6 +49,7 @@ class Puller:
         self._current: _Request | None = None
         self._sub: Subscription | None = None
         self._prefix = ""
+        self._sends: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
@@ -56,8 +57,9 @@ class Puller:
 
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(self._prefix + ".*", cb=self._cb, pending_msgs_limit=-1,
-                                            pending_bytes_limit=-1)
+        self._sub = await self.nc.subscribe(
+            self._prefix + ".*", cb=self._cb, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -94,7 +96,11 @@ class Puller:
             body["no_wait"] = True
         if expires:
             body["expires"] = int(expires * 1e9)
-        asyncio.ensure_future(self.nc.publish(self.subject, json.dumps(body).encode(), reply=f"{self._prefix}.{token}"))
+        send = asyncio.ensure_future(
+            self.nc.publish(self.subject, json.dumps(body).encode(), reply=f"{self._prefix}.{token}")
+        )
+        self._sends.add(send)
+        send.add_done_callback(self._sends.discard)
         return req.done
 
     def cancel_all(self) -> None:

@@ -19,6 +19,7 @@ redelivered while its worker lives; a dead worker's job is redelivered after
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -36,13 +37,12 @@ from opentelemetry import trace
 
 from jetqueue import names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
-from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient, record_state
+from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient
 from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
 from jetqueue.errors import InvalidJob, JetqueueError
 from jetqueue.events import EventBatcher, Heartbeat, LifecycleRecord
 from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms
 from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
-
 from jetqueue_worker.metrics import WorkerMetrics
 from jetqueue_worker.puller import Puller
 
@@ -119,16 +119,22 @@ class Worker:
         self._idle = asyncio.Event()
         self._cancel_sub: Any = None
         self._advisory_sub: Any = None
+        self._naks: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, *, own_subscriptions: bool = True) -> None:
         """Start pulling. ``own_subscriptions=False`` when the app wires cancel/advisory handlers."""
         for lvl in range(self.spec.priority_levels):
-            p = Puller(self.nc, self.spec.stream, names.level_consumer(self.spec.name, lvl),
-                       lambda m, lvl=lvl: self._on_msg(m, lvl))
+            p = Puller(
+                self.nc,
+                self.spec.stream,
+                names.level_consumer(self.spec.name, lvl),
+                functools.partial(self._on_msg, level=lvl),
+            )
             await p.start()
             self._pullers.append(p)
         if own_subscriptions:
+
             async def on_cancel(m: Msg) -> None:
                 await self.on_cancel(m.data)
 
@@ -137,8 +143,10 @@ class Worker:
 
             self._cancel_sub = await self.nc.subscribe(names.cancel_subject(self.spec.name), cb=on_cancel)
             self._advisory_sub = await self.nc.subscribe(
-                names.max_deliveries_advisory(self.spec.name), queue=names.advisory_queue_group(self.spec.name),
-                cb=on_advisory)
+                names.max_deliveries_advisory(self.spec.name),
+                queue=names.advisory_queue_group(self.spec.name),
+                cb=on_advisory,
+            )
         self.events.start()
         self._running = True
         self._tasks = [
@@ -167,7 +175,7 @@ class Worker:
         running = [h.task for h in self.held.values() if h.task is not None]
         if running:
             log.info("waiting up to %.0fs for %d running job(s)", grace, len(running))
-            done, pending = await asyncio.wait(running, timeout=grace)
+            _done, pending = await asyncio.wait(running, timeout=grace)
             for h in list(self.held.values()):
                 if h.task is not None and not h.task.done():
                     h.releasing = True
@@ -202,7 +210,9 @@ class Worker:
         h = Held(msg=msg, level=level)
         self.held[seq] = h
         if not self._running:
-            asyncio.ensure_future(msg.nak())
+            nak = asyncio.ensure_future(msg.nak())  # arrived during shutdown: hand it back
+            self._naks.add(nak)
+            nak.add_done_callback(self._naks.discard)
             self.held.pop(seq, None)
             return
         running = sum(1 for x in self.held.values() if x.task is not None)
@@ -276,9 +286,17 @@ class Worker:
 
     async def _send_heartbeat(self, status: str = "ONLINE") -> None:
         hb = Heartbeat(
-            worker_id=self.worker_id, queue=self.spec.name, hostname=socket.gethostname(), pid=os.getpid(),
-            version=self.version, started_at=self.started_at, active_jobs=sum(1 for h in self.held.values() if h.task),
-            processed_jobs=self.processed, failed_jobs=self.failed, concurrency=self.concurrency, status=status,
+            worker_id=self.worker_id,
+            queue=self.spec.name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            version=self.version,
+            started_at=self.started_at,
+            active_jobs=sum(1 for h in self.held.values() if h.task),
+            processed_jobs=self.processed,
+            failed_jobs=self.failed,
+            concurrency=self.concurrency,
+            status=status,
         )
         try:
             await self.js.publish(names.heartbeat_subject(self.spec.name, self.worker_id), hb.to_bytes(), timeout=2)
@@ -287,13 +305,33 @@ class Worker:
 
     # --------------------------------------------------------------- running
     def _record(self, type_: EventType, env: Envelope, **kw: Any) -> None:
-        self.events.add(LifecycleRecord(type=type_, job_id=env.id, queue=env.queue, name=env.name,
-                                        attempt=env.attempt, attempts=env.attempts, worker=self.worker_id, **kw))
+        self.events.add(
+            LifecycleRecord(
+                type=type_,
+                job_id=env.id,
+                queue=env.queue,
+                name=env.name,
+                attempt=env.attempt,
+                attempts=env.attempts,
+                worker=self.worker_id,
+                **kw,
+            )
+        )
 
     def _state(self, env: Envelope, state: JobStatus, **kw: Any) -> JobState:
-        return JobState(id=env.id, queue=env.queue, state=state, name=env.name, attempt=env.attempt,
-                        attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at,
-                        worker=self.worker_id, errors=list(env.errors), **kw)
+        return JobState(
+            id=env.id,
+            queue=env.queue,
+            state=state,
+            name=env.name,
+            attempt=env.attempt,
+            attempts=env.attempts,
+            user_id=env.user_id,
+            enqueued_at=env.enqueued_at,
+            worker=self.worker_id,
+            errors=list(env.errors),
+            **kw,
+        )
 
     async def _write_state(self, st: JobState, ttl: int) -> None:
         """Publish a job's state without waiting for the server's ack.
@@ -319,8 +357,11 @@ class Worker:
             h.job_id = env.id
             if meta.num_delivered > 1:
                 self.metrics.stalled.labels(self.spec.name).inc()
-                self._record(EventType.STALLED, env, error=f"redelivered (delivery {meta.num_delivered}) after a "
-                             "worker lost its lease")
+                self._record(
+                    EventType.STALLED,
+                    env,
+                    error=f"redelivered (delivery {meta.num_delivered}) after a worker lost its lease",
+                )
             await self._execute(h, env)
         except asyncio.CancelledError:
             if h.releasing:
@@ -334,9 +375,17 @@ class Worker:
     async def _execute(self, h: Held, env: Envelope) -> None:
         msg = h.msg
         fn = self.registry.resolve(self.spec.name, env.name)
-        ctx = JobContext(job_id=env.id, queue=env.queue, name=env.name, data=env.data, attempt=env.attempt,
-                         attempts=env.attempts, user_id=env.user_id, enqueued_at=env.enqueued_at,
-                         log=logging.LoggerAdapter(log, {"job_id": env.id, "queue": env.queue}))
+        ctx = JobContext(
+            job_id=env.id,
+            queue=env.queue,
+            name=env.name,
+            data=env.data,
+            attempt=env.attempt,
+            attempts=env.attempts,
+            user_id=env.user_id,
+            enqueued_at=env.enqueued_at,
+            log=logging.LoggerAdapter(log, {"job_id": env.id, "queue": env.queue}),
+        )
         ctx._progress_cb = lambda v: self._progress(h, env, v)
         h.ctx = ctx
         started = now_ms()
@@ -344,8 +393,13 @@ class Worker:
         scheduled_for = int((msg.headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
         self.metrics.wait.labels(self.spec.name).observe(max(started - scheduled_for, 0) / 1000)
         first = env.attempt == 1 and msg.metadata.num_delivered == 1
-        self._record(EventType.STARTED, env, data=env.data if first else None, user_id=env.user_id,
-                     enqueued_at=env.enqueued_at if first else None)
+        self._record(
+            EventType.STARTED,
+            env,
+            data=env.data if first else None,
+            user_id=env.user_id,
+            enqueued_at=env.enqueued_at if first else None,
+        )
         gauge = self.metrics.in_flight.labels(self.spec.name)
         gauge.inc()
         timeout = env.timeout_ms / 1000 if env.timeout_ms else None
@@ -353,7 +407,9 @@ class Worker:
         result: Any = None
         span_ctx = telemetry.extract(msg.headers)
         with telemetry.tracer().start_as_current_span(
-            f"{self.spec.name} process", context=span_ctx, kind=trace.SpanKind.CONSUMER,
+            f"{self.spec.name} process",
+            context=span_ctx,
+            kind=trace.SpanKind.CONSUMER,
             attributes={"jetqueue.job_id": env.id, "jetqueue.attempt": env.attempt, "messaging.system": "nats"},
         ) as span:
             try:
@@ -379,32 +435,49 @@ class Worker:
         if error is None:
             self.processed += 1
             self.metrics.completed.labels(*labels).inc()
-            await self._write_state(self._state(env, JobStatus.COMPLETED, progress=100.0, result=result,
-                                          started_at=started, finished_at=now_ms()), self.spec.retention_s)
+            await self._write_state(
+                self._state(
+                    env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started, finished_at=now_ms()
+                ),
+                self.spec.retention_s,
+            )
             self._record(EventType.COMPLETED, env, duration_ms=duration, result=result)
             await msg.ack()
             return
         if isinstance(error, JobCancelled):
             self.metrics.cancelled.labels(self.spec.name).inc()
-            await self._write_state(self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started,
-                                          finished_at=now_ms()), self.spec.failed_retention_s)
+            await self._write_state(
+                self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started, finished_at=now_ms()),
+                self.spec.failed_retention_s,
+            )
             self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))
             await msg.term()
             return
         text = _error_text(error)
-        env.errors.append(text)
+        # The envelope carries the errors to the next attempt and the DLQ: keep it bounded.
+        env.errors = [*env.errors, text[:1000]][-10:]
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
             await self._schedule_retry(h, env, text, duration, started)
         else:
-            await self._dead_letter(msg, env, text, type(error).__name__, "failed", seq=msg.metadata.sequence.stream,
-                                    duration=duration, started=started)
+            await self._dead_letter(
+                msg,
+                env,
+                text,
+                type(error).__name__,
+                "failed",
+                seq=msg.metadata.sequence.stream,
+                duration=duration,
+                started=started,
+            )
             await msg.term()
 
     async def _progress(self, h: Held, env: Envelope, value: float) -> None:
         self._record(EventType.PROGRESS, env, progress=value) if _progress_due(h, self.progress_interval_s) else None
         if _progress_due(h, self.progress_interval_s, write=True):
-            await self._write_state(self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
-                              self.spec.failed_retention_s)
+            await self._write_state(
+                self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
+                self.spec.failed_retention_s,
+            )
 
     async def _schedule_retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> None:
         retry_no = env.attempt  # first retry after attempt 1
@@ -427,13 +500,33 @@ class Worker:
         st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
         st.attempt = failed_attempt
         await self._write_state(st, self.spec.failed_retention_s)
-        self.events.add(LifecycleRecord(type=EventType.RETRYING, job_id=env.id, queue=env.queue, name=env.name,
-                                        attempt=failed_attempt, attempts=env.attempts, worker=self.worker_id,
-                                        duration_ms=duration, error=text))
+        self.events.add(
+            LifecycleRecord(
+                type=EventType.RETRYING,
+                job_id=env.id,
+                queue=env.queue,
+                name=env.name,
+                attempt=failed_attempt,
+                attempts=env.attempts,
+                worker=self.worker_id,
+                duration_ms=duration,
+                error=text,
+            )
+        )
         await h.msg.ack()
 
-    async def _dead_letter(self, msg: Msg | None, env: Envelope, text: str, error_type: str, reason: str, *,
-                           seq: int, duration: int | None = None, started: int | None = None) -> None:
+    async def _dead_letter(
+        self,
+        msg: Msg | None,
+        env: Envelope,
+        text: str,
+        error_type: str,
+        reason: str,
+        *,
+        seq: int,
+        duration: int | None = None,
+        started: int | None = None,
+    ) -> None:
         headers = {
             H_REASON: reason,
             H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
@@ -447,8 +540,10 @@ class Worker:
         await self.js.publish(names.dlq_subject(env.queue, env.id), env.to_bytes(), headers=headers)
         self.failed += 1
         self.metrics.failed.labels(env.queue, env.name).inc()
-        await self._write_state(self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
-                          self.spec.failed_retention_s)
+        await self._write_state(
+            self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
+            self.spec.failed_retention_s,
+        )
         self._record(EventType.FAILED, env, duration_ms=duration, error=text, error_type=error_type, data=env.data)
         await self._notify_admins(env, text, reason)
 
@@ -457,9 +552,12 @@ class Worker:
             return  # never alert about a failed alert (no loop)
         try:
             await self.client.enqueue(
-                NOTIFY_QUEUE, "admin-alert",
+                NOTIFY_QUEUE,
+                "admin-alert",
                 {
-                    "type": "JOB_FAILED", "severity": "HIGH", "audience": "admins",
+                    "type": "JOB_FAILED",
+                    "severity": "HIGH",
+                    "audience": "admins",
                     "title": f"Job Failed: {env.name}",
                     "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
                     "details": {"job_id": env.id, "queue": env.queue, "error": text[:500], "data": env.data},
@@ -473,13 +571,26 @@ class Worker:
     async def _dead_letter_malformed(self, msg: Msg, reason: str) -> None:
         self.metrics.malformed.labels(self.spec.name).inc()
         seq = msg.metadata.sequence.stream
-        headers = {H_REASON: "malformed", H_ERROR: reason[:1000].replace("\n", " "), H_FAILED_AT: str(now_ms()),
-                   H_ORIGINAL_SUBJECT: msg.subject}
+        headers = {
+            H_REASON: "malformed",
+            H_ERROR: reason[:1000].replace("\n", " "),
+            H_FAILED_AT: str(now_ms()),
+            H_ORIGINAL_SUBJECT: msg.subject,
+        }
         token = f"malformed-{seq}"
         await self.js.publish(names.dlq_subject(self.spec.name, token), msg.data or b"", headers=headers)
-        self.events.add(LifecycleRecord(type=EventType.FAILED, job_id=token, queue=self.spec.name, name="(malformed)",
-                                        attempt=1, worker=self.worker_id, error=f"malformed message: {reason}",
-                                        error_type="InvalidJob"))
+        self.events.add(
+            LifecycleRecord(
+                type=EventType.FAILED,
+                job_id=token,
+                queue=self.spec.name,
+                name="(malformed)",
+                attempt=1,
+                worker=self.worker_id,
+                error=f"malformed message: {reason}",
+                error_type="InvalidJob",
+            )
+        )
         log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
         await msg.term()
 
@@ -511,10 +622,14 @@ class Worker:
             return  # already gone
         try:
             _q, kind, _lvl, token = names.parse_job_subject(m.subject or "")
-            env = Envelope.from_bytes(m.data or b"", self.spec, job_id=token if kind == "job" else f"cron-{token}-{seq}")
+            env = Envelope.from_bytes(
+                m.data or b"", self.spec, job_id=token if kind == "job" else f"cron-{token}-{seq}"
+            )
         except (InvalidJob, ValueError):
             return
-        text = f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
+        text = (
+            f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
+        )
         env.errors.append(text)
         await self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
         await self.js.delete_msg(self.spec.stream, seq)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jetqueue.processors import ProcessorRegistry
-
 from jetqueue_worker.processors import batch, fleet, messaging
 from jetqueue_worker.processors.demo import simulate
 from jetqueue_worker.processors.services import Services

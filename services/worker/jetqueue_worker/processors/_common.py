@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jetqueue.processors import JobContext, PermanentError, Processor
-
 from jetqueue_worker.processors.services import Services
 
 

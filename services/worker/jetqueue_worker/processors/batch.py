@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jetqueue.processors import JobContext, PermanentError, ProcessorRegistry
-
 from jetqueue_worker.processors._common import (
     bind,
     now_iso,

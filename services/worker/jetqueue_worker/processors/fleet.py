@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from jetqueue.processors import JobContext, PermanentError, ProcessorRegistry
-
 from jetqueue_worker.processors._common import (
     bind,
     now_iso,

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from jetqueue.processors import JobContext, PermanentError, ProcessorRegistry
-
 from jetqueue_worker.processors._common import (
     bind,
     opt_bool,
@@ -46,9 +45,7 @@ async def notification_send(ctx: JobContext, s: Services) -> dict[str, Any]:
     if send_email:
         address = await s.notifications.get_user_email(user_id)
         if address:
-            url = s.notifications.get_action_url(
-                notification["related_entity_type"], notification["related_entity_id"]
-            )
+            url = s.notifications.get_action_url(notification["related_entity_type"], notification["related_entity_id"])
             await s.email.send(address, title, message, url)
             email_sent = True
         else:

@@ -33,6 +33,7 @@ class EIService(Protocol):
     async def update_fleet_ei(self, fleet_id: str, new_ei: float) -> str:
         """Store the value and return its grade."""
         ...
+
     async def invalidate_ei_cache(self, fleet_id: str) -> None: ...
 
 

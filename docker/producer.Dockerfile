@@ -1,0 +1,18 @@
+# jetqueue producer: the HTTP API that enqueues jobs and reports their status.
+# Port 8080 (HTTP, /metrics); probes: GET /health. Build context: the repo root.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
+    && /venv/bin/pip install --no-cache-dir setuptools==84.2.1
+COPY libs/jetqueue libs/jetqueue
+COPY services/producer services/producer
+RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./libs/jetqueue ./services/producer
+
+FROM python:3.11-slim
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin jetqueue
+COPY --from=build /venv /venv
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 JETQUEUE_PRODUCER_HOST=0.0.0.0 JETQUEUE_PRODUCER_PORT=8080
+USER 10001
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "jetqueue_producer"]

@@ -1,0 +1,20 @@
+# jetqueue worker: runs the jobs of one queue (JETQUEUE_WORKER_QUEUE).
+# Port 9090 (/metrics, also the liveness probe). Build context: the repo root.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
+    && /venv/bin/pip install --no-cache-dir setuptools==84.2.1
+COPY libs/jetqueue libs/jetqueue
+COPY services/worker services/worker
+RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./libs/jetqueue ./services/worker
+
+FROM python:3.11-slim
+RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin jetqueue
+COPY --from=build /venv /venv
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 JETQUEUE_WORKER_METRICS_PORT=9090
+USER 10001
+EXPOSE 9090
+# SIGTERM starts a graceful shutdown (grace JETQUEUE_WORKER_GRACE_S, default 30 s):
+# set terminationGracePeriodSeconds above it.
+ENTRYPOINT ["python", "-m", "jetqueue_worker"]
