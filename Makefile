@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PKGS := -e libs/jetqueue -e services/producer -e services/worker
+PKGS := -e libs/jetqueue -e services/producer -e services/worker -e services/monitor
 
 .DEFAULT_GOAL := help
 
@@ -29,7 +29,7 @@ test: setup ## run the test suite (unit + integration; starts its own nats-serve
 
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check libs services tests
-	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker
+	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker services/monitor/jetqueue_monitor
 	$(BIN)/lint-imports
 
 bench: setup ## run the benchmarks (tests/bench) and print the figures

@@ -133,3 +133,42 @@ def spawn_worker(nats_server: EmbeddedNats, tmp_path: Path) -> Iterator[Callable
         if wp.proc.poll() is None:
             wp.proc.kill()
             wp.proc.wait(10)
+
+
+# ----------------------------------------------------------------- databases
+PG_ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _pg_admin() -> Any:
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(_pg_dsn(PG_ADMIN_URL), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL not reachable at {PG_ADMIN_URL} ({exc}); set DATABASE_URL"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}"
+        return
+    import uuid
+
+    admin = await _pg_admin()
+    name = f"jq_test_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    base = _pg_dsn(PG_ADMIN_URL).rsplit("/", 1)[0]
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--demo", action="store_true", help="feed demo jobs: quick, slow, flaky, failing, delayed")
     run.add_argument("--host", default="127.0.0.1", help="producer bind address")
     run.add_argument("--port", type=int, default=8080, help="producer port (default 8080)")
+    run.add_argument("--monitor-port", type=int, default=8090, help="monitor port (default 8090)")
     run.add_argument("--nats-url", default=None, help="use this NATS instead of an embedded nats-server")
     run.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (default: free)")
     run.add_argument("--data-dir", default=".jetqueue", help="where the embedded server keeps its data")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -105,6 +106,19 @@ def run(args: Any) -> int:
         asyncio.run(_provision())
         penv = {**env, "JETQUEUE_PRODUCER_PORT": str(args.port), "JETQUEUE_PRODUCER_HOST": args.host}
         procs.append(_spawn("jetqueue_producer", penv))
+        password = os.environ.get("JETQUEUE_RUN_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
+        token = secrets.token_urlsafe(18)
+        menv = {
+            **env,
+            "JETQUEUE_MONITOR_PORT": str(args.monitor_port),
+            "JETQUEUE_MONITOR_HOST": args.host,
+            "JETQUEUE_MONITOR_DATABASE_URL": env.get("JETQUEUE_MONITOR_DATABASE_URL")
+            or f"sqlite+aiosqlite:///{(data_dir / 'monitor.db').resolve()}",
+            "JETQUEUE_MONITOR_USERS": env.get("JETQUEUE_MONITOR_USERS") or f"admin:admin:{password}",
+            "JETQUEUE_MONITOR_TOKENS": env.get("JETQUEUE_MONITOR_TOKENS") or f"local:admin:{token}",
+            "JETQUEUE_PROVISION": "false",
+        }
+        procs.append(_spawn("jetqueue_monitor", menv))
         worker_ports = {}
         for q in queues:
             port = free_port()
@@ -124,6 +138,9 @@ def run(args: Any) -> int:
             f"  workers         {len(queues)} processes; metrics on ports "
             f"{min(worker_ports.values())}..{max(worker_ports.values())}"
         )
+        print(f"  monitor         http://{args.host}:{args.monitor_port}   (API: /admin/worker-monitor/overview)")
+        if not env.get("JETQUEUE_MONITOR_USERS"):
+            print(f"                  login admin / {password}   or   Authorization: Bearer {token}")
         print("  Ctrl-C stops everything." + ("  Feeding demo jobs." if args.demo else ""))
         sys.stdout.flush()
         stop = asyncio.Event()

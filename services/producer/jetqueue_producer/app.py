@@ -115,7 +115,9 @@ def _count(state: State, name: str, results: list[EnqueueResult]) -> None:
 
 
 @post("/jobs/{queue:str}", status_code=202, summary="Enqueue a job", tags=["jobs"])
-async def enqueue(queue: FromPath[str], data: JSONBody[JobIn], state: State, idempotency_key: IdempotencyKey = None) -> JobOut:
+async def enqueue(
+    queue: FromPath[str], data: JSONBody[JobIn], state: State, idempotency_key: IdempotencyKey = None
+) -> JobOut:
     """Enqueue one job. The same ``job_id`` / ``Idempotency-Key`` within the duplicate window gives one job."""
     req = _request(queue, data, idempotency_key)
     with telemetry.tracer().start_as_current_span("POST /jobs/{queue}", attributes={"jetqueue.queue": queue}):
@@ -160,7 +162,9 @@ async def cancel_job(job_id: FromPath[str], state: State, queue: FromQuery[str |
     summary="Create or replace a recurring job",
     tags=["schedules"],
 )
-async def put_schedule(queue: FromPath[str], name: FromPath[str], data: JSONBody[ScheduleIn], state: State) -> dict[str, Any]:
+async def put_schedule(
+    queue: FromPath[str], name: FromPath[str], data: JSONBody[ScheduleIn], state: State
+) -> dict[str, Any]:
     s = await _client(state).schedule(
         queue, name, data.cron, data=data.data, time_zone=data.time_zone, job_name=data.job_name, priority=data.priority
     )

@@ -1,0 +1,348 @@
+"""The Worker Monitor API (the seed's endpoint list), under /admin/worker-monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field
+
+from jetqueue.control import Controller as Control
+from jetqueue.control import queue_info
+from jetqueue.errors import JetqueueError, JobNotFound, UnknownQueue
+from jetqueue_monitor import queries
+from jetqueue_monitor.auth import Principal, Role, admin, operator, principal_of, viewer
+from jetqueue_monitor.store import JobFilter, decode_cursor
+from jetqueue_monitor.summary import summarize
+
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: datetime | None = Field(default=None, description="auto-resume time (RFC 3339 with zone)")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class DangerIn(BaseModel):
+    """First call: no token → the impact and a token. Second call: token + the typed word."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str | None = None
+    confirm: str | None = Field(default=None, description="type DRAIN (or CLEAN) to execute")
+    reason: str | None = Field(default=None, max_length=500)
+    include_delayed: bool = False
+
+
+class CleanIn(DangerIn):
+    state: Literal["failed", "completed"] = "failed"
+    older_than_s: float = Field(default=0, ge=0)
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    return principal_of(request)
+
+
+def _payloads(request: Request[Any, Any, Any]) -> bool:
+    p = _principal(request)
+    return p.role >= Role.OPERATOR or request.app.state.settings.viewer_sees_payloads
+
+
+def _control(state: State) -> Control:
+    ctl: Control | None = state.get("control")
+    if ctl is None:
+        raise JetqueueError("not connected to NATS")
+    return ctl
+
+
+def _sign(state: State, payload: dict[str, Any]) -> str:
+    raw = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+    sig = hmac.new(state.settings.session_secret.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{raw}.{sig}"
+
+
+def _verify(state: State, token: str) -> dict[str, Any]:
+    raw, _, sig = token.partition(".")
+    good = hmac.new(state.settings.session_secret.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
+    if not sig or not hmac.compare_digest(sig, good):
+        raise PermissionDeniedException("confirmation token is invalid")
+    payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    if payload.get("exp", 0) < time.time():
+        raise PermissionDeniedException("confirmation token expired: start again")
+    return payload
+
+
+async def _danger(
+    request: Request[Any, Any, Any], state: State, action: str, word: str, queue: str, body: DangerIn, affected: int
+) -> dict[str, Any] | None:
+    """Two-step confirmation; returns the first step's answer, or None when the action may run."""
+    p = _principal(request)
+    if not body.token:
+        token = _sign(
+            state,
+            {
+                "a": action,
+                "q": queue,
+                "u": p.name,
+                "n": affected,
+                "x": secrets.token_hex(4),
+                "exp": time.time() + state.settings.drain_token_ttl_s,
+            },
+        )
+        return {
+            "confirm_required": True,
+            "action": action,
+            "queue": queue,
+            "affected": affected,
+            "word": word,
+            "token": token,
+            "expires_in_s": state.settings.drain_token_ttl_s,
+            "warning": {
+                "ko": f"이 작업은 취소할 수 없습니다. 작업 {affected}개가 삭제됩니다.",
+                "en": f"This cannot be undone. {affected} job(s) will be removed.",
+            },
+        }
+    claims = _verify(state, body.token)
+    if claims.get("a") != action or claims.get("q") != queue or claims.get("u") != p.name:
+        raise PermissionDeniedException("confirmation token was issued for another action, queue or user")
+    if body.confirm != word:
+        raise ValidationException(f"type {word} to confirm")
+    return None
+
+
+class MonitorController(Controller):
+    path = "/admin/worker-monitor"
+    tags = ["worker-monitor"]  # noqa: RUF012 (Litestar reads it as an instance attribute)
+
+    @get("/overview", guards=[viewer], summary="KPIs and current incidents")
+    async def overview(self, state: State) -> dict[str, Any]:
+        return await queries.overview(state.store, state.sampler.snapshot, state.settings, state.catalog)
+
+    @get("/queues", guards=[viewer], summary="Queues with status and counts")
+    async def queues(self, state: State) -> list[dict[str, Any]]:
+        return await queries.queues(state.store, state.sampler.snapshot, state.settings, state.catalog)
+
+    @get("/queues/{name:str}", guards=[viewer], summary="One queue: trend, top errors, incidents")
+    async def queue(self, name: FromPath[str], state: State) -> dict[str, Any]:
+        return await queries.queue_detail(state.store, state.sampler.snapshot, state.settings, state.catalog, name)
+
+    @post("/queues/{name:str}/pause", guards=[operator], status_code=200, summary="Pause (optionally until)")
+    async def pause(
+        self, name: FromPath[str], data: JSONBody[PauseIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = _principal(request)
+        res = await _control(state).pause(name, actor=p.name, role=p.role_name, until=data.until, reason=data.reason)
+        await state.sampler.sample_once(persist=False)
+        return res
+
+    @post("/queues/{name:str}/resume", guards=[operator], status_code=200, summary="Resume")
+    async def resume(
+        self, name: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = _principal(request)
+        res = await _control(state).resume(name, actor=p.name, role=p.role_name, reason=data.reason)
+        await state.sampler.sample_once(persist=False)
+        return res
+
+    @post(
+        "/queues/{name:str}/retry-failed",
+        guards=[operator],
+        status_code=200,
+        summary="Move the queue's dead-lettered jobs back to waiting",
+    )
+    async def retry_failed(
+        self, name: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = _principal(request)
+        return await _control(state).retry_failed(name, actor=p.name, role=p.role_name, reason=data.reason)
+
+    @delete(
+        "/queues/{name:str}/drain",
+        guards=[admin],
+        status_code=200,
+        summary="Remove waiting jobs (two steps: token, then token + DRAIN)",
+    )
+    async def drain(
+        self, name: FromPath[str], data: JSONBody[DangerIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        spec = state.catalog.get(name)
+        info = await queue_info(_control(state).js, spec)
+        affected = info.waiting + (info.scheduled if data.include_delayed else 0)
+        first = await _danger(request, state, "drain", "DRAIN", name, data, affected)
+        if first is not None:
+            return first
+        p = _principal(request)
+        res = await _control(state).drain(
+            name, actor=p.name, role=p.role_name, reason=data.reason, include_delayed=data.include_delayed
+        )
+        await state.sampler.sample_once(persist=False)
+        return res
+
+    @post(
+        "/queues/{name:str}/clean",
+        guards=[admin],
+        status_code=200,
+        summary="Delete failed (dead-lettered) or completed job records older than an age (two steps)",
+    )
+    async def clean(
+        self, name: FromPath[str], data: JSONBody[CleanIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        spec = state.catalog.get(name)
+        p = _principal(request)
+        if data.state == "failed":
+            affected = (await queue_info(_control(state).js, spec)).dead_lettered
+        else:
+            affected = await state.store.count_finished(name, "completed", data.older_than_s)
+        first = await _danger(request, state, f"clean-{data.state}", "CLEAN", name, data, affected)
+        if first is not None:
+            return first
+        if data.state == "failed":
+            res = await _control(state).clean(
+                name, actor=p.name, role=p.role_name, reason=data.reason, older_than_s=data.older_than_s
+            )
+            res["records_removed"] = await state.store.delete_finished(name, "failed", data.older_than_s)
+            return res
+        removed = await state.store.delete_finished(name, "completed", data.older_than_s)
+        await state.store.insert_audit(
+            {
+                "actor": p.name,
+                "role": p.role_name,
+                "action": "QUEUE_CLEAN",
+                "entity_type": "QUEUE",
+                "entity_id": name,
+                "ok": True,
+                "reason": data.reason,
+                "source": "monitor",
+                "params": {"state": "completed", "older_than_s": data.older_than_s},
+                "result": {"removed": removed},
+                "ts": int(time.time() * 1000),
+            }
+        )
+        return {"removed": removed}
+
+    @get("/jobs", guards=[viewer], summary="Jobs, newest first, with filters and a cursor")
+    async def jobs(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        queue: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        name: FromQuery[str | None] = None,
+        user_id: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        q: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Limit = 50,
+    ) -> dict[str, Any]:
+        if queue and queue not in state.catalog:
+            raise UnknownQueue(queue)
+        if status and status not in ("scheduled", "waiting", "active", "completed", "failed", "cancelled"):
+            raise ValidationException(f"unknown status {status!r}")
+        if cursor:
+            try:
+                decode_cursor(cursor)
+            except ValueError as exc:
+                raise ValidationException("invalid cursor") from exc
+        f = JobFilter(
+            queue=queue, status=status, name=name, user_id=user_id, since=since, until=until, q=(q or None) and q[:200]
+        )
+        return await queries.list_jobs(state.store, f, cursor, limit, payloads=_payloads(request))
+
+    @get("/jobs/{job_id:str}", guards=[viewer], summary="One job: data, result, errors, attempts, summary")
+    async def job(self, job_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+        d = await queries.job_detail(state.store, job_id, payloads=_payloads(request))
+        if d is None:
+            # not started yet (or expired from the store): ask JetStream
+            try:
+                st = await _control(state).client.status(job_id)
+            except JobNotFound as exc:
+                raise NotFoundException(f"job {job_id!r} not found") from exc
+            live = st.to_dict()
+            d = {
+                "job_id": st.id,
+                "queue": st.queue,
+                "name": st.name,
+                "status": st.state.value,
+                "attempts_made": st.attempt,
+                "max_attempts": st.attempts,
+                "error": st.error,
+                "attempts": [],
+                "user_id": st.user_id,
+                "progress": st.progress,
+            }
+            if _payloads(request):
+                d["data"] = live.get("data")
+                d["result"] = live.get("result")
+        d["summary"] = summarize(d, state.catalog)
+        return d
+
+    @post("/jobs/{job_id:str}/retry", guards=[operator], status_code=200, summary="Retry a dead-lettered job")
+    async def retry_job(
+        self, job_id: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = _principal(request)
+        return await _control(state).retry_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+
+    @post("/jobs/{job_id:str}/cancel", guards=[operator], status_code=200, summary="Cancel a job")
+    async def cancel_job(
+        self, job_id: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = _principal(request)
+        return await _control(state).cancel_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+
+    @get("/workers", guards=[viewer], summary="Workers and their last heartbeat")
+    async def workers(self, state: State) -> list[dict[str, Any]]:
+        return await queries.list_workers(state.store)
+
+    @get("/audit", guards=[viewer], summary="Audit log, newest first")
+    async def audit(
+        self,
+        state: State,
+        actor: FromQuery[str | None] = None,
+        action: FromQuery[str | None] = None,
+        entity_id: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        before_id: FromQuery[int | None] = None,
+        limit: Limit = 50,
+    ) -> dict[str, Any]:
+        return await queries.list_audit(
+            state.store, actor=actor, action=action, entity_id=entity_id, since=since, before_id=before_id, limit=limit
+        )
+
+    @get("/stream", guards=[viewer], summary="Server-sent events: overview and queues every few seconds")
+    async def stream(self, state: State, interval_s: FromQuery[float] = 2.0) -> ServerSentEvent:
+        interval = min(max(interval_s, 0.5), 60.0)
+
+        async def gen() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                snap = state.sampler.snapshot
+                ov = await queries.overview(state.store, snap, state.settings, state.catalog)
+                qs = await queries.queues(state.store, snap, state.settings, state.catalog)
+                yield {
+                    "event": "update",
+                    "data": json.dumps(
+                        {"overview": ov, "queues": qs, "ts": datetime.now(UTC).isoformat()}, default=str
+                    ),
+                }
+                await asyncio.sleep(interval)
+
+        return ServerSentEvent(gen())

@@ -1,0 +1,1 @@
+"""The monitor's store: SQLAlchemy models, engine and migrations."""

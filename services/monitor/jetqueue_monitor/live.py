@@ -1,0 +1,169 @@
+"""Live queue state: sampled from JetStream every few seconds, kept in memory and in queue_samples."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry, Gauge
+
+from jetqueue import names
+from jetqueue.catalog import Catalog, QueueSpec
+from jetqueue.control import QueueInfo, queue_info
+from jetqueue_monitor.store import Store, utcnow
+
+log = logging.getLogger("jetqueue.monitor.live")
+
+
+@dataclass(slots=True)
+class QueueLive:
+    info: QueueInfo
+    oldest_waiting_s: float | None
+    sampled_at: float
+
+
+@dataclass(slots=True)
+class Snapshot:
+    queues: dict[str, QueueLive] = field(default_factory=dict)
+    at: float = 0.0
+
+
+async def oldest_waiting_age(js: JetStreamContext, spec: QueueSpec) -> float | None:
+    """Age in seconds of the oldest undelivered job over all levels (consumer lag in time)."""
+    oldest: float | None = None
+    for lvl in range(spec.priority_levels):
+        ci = await js.consumer_info(spec.stream, names.level_consumer(spec.name, lvl))
+        if not ci.num_pending:
+            continue
+        start = (ci.delivered.stream_seq or 0) + 1 if ci.delivered else 1
+        try:
+            msg = await js.get_msg(spec.stream, seq=start, next=True, subject=names.level_filter(spec.name, lvl))
+        except Exception:
+            continue
+        when = msg.time.timestamp() if msg.time is not None else None
+        if when is not None:
+            age = max(time.time() - when, 0.0)
+            oldest = age if oldest is None else max(oldest, age)
+    return oldest
+
+
+class Sampler:
+    """Reads every queue's counts periodically; feeds the overview, /metrics and queue_samples."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        catalog: Catalog,
+        store: Store,
+        *,
+        interval_s: float,
+        ingest_totals: dict[str, dict[str, int]] | None = None,
+    ) -> None:
+        self.js = js
+        self.catalog = catalog
+        self.store = store
+        self.interval_s = interval_s
+        self.snapshot = Snapshot()
+        self.totals = ingest_totals if ingest_totals is not None else {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def sample_once(self, *, persist: bool = True) -> Snapshot:
+        snap = Snapshot(at=time.time())
+        rows: list[dict[str, Any]] = []
+        now = utcnow()
+        for spec in self.catalog.queues:
+            try:
+                info = await queue_info(self.js, spec)
+                lag = await oldest_waiting_age(self.js, spec)
+            except Exception as exc:
+                log.warning("sampling %s failed: %s", spec.name, exc)
+                continue
+            snap.queues[spec.name] = QueueLive(info=info, oldest_waiting_s=lag, sampled_at=snap.at)
+            totals = self.totals.get(spec.name, {})
+            rows.append(
+                {
+                    "queue": spec.name,
+                    "ts": now,
+                    "waiting": info.waiting,
+                    "active": info.active,
+                    "delayed": info.scheduled,
+                    "dlq": info.dead_lettered,
+                    "paused": info.paused,
+                    "redelivered": info.redelivered,
+                    "completed_total": totals.get("completed", 0),
+                    "failed_total": totals.get("failed", 0),
+                    "oldest_waiting_s": lag,
+                }
+            )
+        self.snapshot = snap
+        if persist:
+            try:
+                await self.store.insert_samples(rows)
+            except Exception as exc:
+                log.warning("storing queue samples failed: %s", exc)
+        return snap
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="monitor-sampler")
+
+    async def _run(self) -> None:
+        while True:
+            await self.sample_once()
+            await asyncio.sleep(self.interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class MonitorMetrics:
+    """Gauges for Grafana, refreshed from the snapshot at scrape time."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        q = ["queue"]
+        r = self.registry
+        self.waiting = Gauge("jetqueue_queue_waiting", "Jobs waiting to run", q, registry=r)
+        self.active = Gauge("jetqueue_queue_active", "Jobs being run", q, registry=r)
+        self.delayed = Gauge("jetqueue_queue_delayed", "Delayed jobs and retries waiting for backoff", q, registry=r)
+        self.dlq = Gauge("jetqueue_queue_dead_letter", "Jobs in the dead-letter stream", q, registry=r)
+        self.paused = Gauge("jetqueue_queue_paused", "1 when the queue is paused", q, registry=r)
+        self.lag_messages = Gauge(
+            "jetqueue_queue_lag_messages", "Undelivered jobs (consumer num_pending)", q, registry=r
+        )
+        self.lag_seconds = Gauge("jetqueue_queue_lag_seconds", "Age of the oldest undelivered job", q, registry=r)
+        self.redelivered = Gauge("jetqueue_queue_redelivered", "Jobs redelivered and not yet settled", q, registry=r)
+        self.workers = Gauge("jetqueue_workers", "Workers by status", ["queue", "status"], registry=r)
+        self.ingest_lag = Gauge(
+            "jetqueue_monitor_ingest_lag_seconds", "Age of the newest lifecycle record applied to the store", registry=r
+        )
+        self.ingest_pending = Gauge(
+            "jetqueue_monitor_ingest_pending_messages", "Messages waiting for ingest, by source", ["source"], registry=r
+        )
+        self.ingest_db_errors = Gauge("jetqueue_monitor_ingest_db_errors", "Store errors seen by ingest", registry=r)
+
+    def refresh(self, snap: Snapshot, workers: list[tuple[str, str, int]], ingest: Any | None) -> None:
+        for name, ql in snap.queues.items():
+            i = ql.info
+            self.waiting.labels(name).set(i.waiting)
+            self.active.labels(name).set(i.active)
+            self.delayed.labels(name).set(i.scheduled)
+            self.dlq.labels(name).set(i.dead_lettered)
+            self.paused.labels(name).set(1 if i.paused else 0)
+            self.lag_messages.labels(name).set(i.waiting)
+            self.lag_seconds.labels(name).set(ql.oldest_waiting_s or 0)
+            self.redelivered.labels(name).set(i.redelivered)
+        self.workers.clear()
+        for queue, status, n in workers:
+            self.workers.labels(queue, status).set(n)
+        if ingest is not None:
+            last = ingest.stats.last_event_ms
+            self.ingest_lag.set(max(time.time() - last / 1000, 0) if last else 0)
+            for source, n in ingest.stats.pending.items():
+                self.ingest_pending.labels(source).set(n)
+            self.ingest_db_errors.set(ingest.stats.db_errors)

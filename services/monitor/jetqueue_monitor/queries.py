@@ -1,0 +1,444 @@
+"""Read models of the monitor API: overview, queues, incidents, jobs, workers, audit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from jetqueue.catalog import Catalog
+from jetqueue_monitor.db.models import (
+    DURATION_BUCKETS_MS,
+    AuditLog,
+    Job,
+    JobAttempt,
+    JobStat,
+    QueueSample,
+    WorkerHeartbeat,
+)
+from jetqueue_monitor.live import Snapshot
+from jetqueue_monitor.settings import MonitorSettings
+from jetqueue_monitor.store import JobFilter, Store, _aware, encode_cursor, job_query, utcnow
+
+
+def iso(dt: datetime | None) -> str | None:
+    return _aware(dt).isoformat() if dt is not None else None  # type: ignore[union-attr]
+
+
+def percentile(hist: dict[str, int], q: float) -> float | None:
+    """Upper bound (ms) of the bucket holding quantile ``q`` of a merged duration histogram."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    need = q * total
+    seen = 0
+    for i, ub in enumerate(DURATION_BUCKETS_MS):
+        seen += hist.get(str(i), 0)
+        if seen >= need:
+            return float(ub if ub < 10**9 else DURATION_BUCKETS_MS[-2])
+    return float(DURATION_BUCKETS_MS[-2])
+
+
+async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per-queue totals from the minute rollups since ``since``."""
+    stmt = select(JobStat).where(JobStat.minute >= since)
+    if queue:
+        stmt = stmt.where(JobStat.queue == queue)
+    out: dict[str, dict[str, Any]] = {}
+    async with store.sessions() as s:
+        for row in (await s.execute(stmt)).scalars():
+            d = out.setdefault(
+                row.queue,
+                {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": Counter(), "last": None},
+            )
+            d["completed"] += row.completed
+            d["failed"] += row.failed
+            d["retried"] += row.retried
+            d["sum"] += row.duration_sum_ms
+            d["count"] += row.duration_count
+            d["hist"].update(row.hist or {})
+            last = _aware(row.last_finished_at)
+            if last is not None and (d["last"] is None or last > d["last"]):
+                d["last"] = last
+    return out
+
+
+def _merge(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"completed": 0, "failed": 0, "sum": 0, "count": 0, "hist": Counter()}
+    for d in stats.values():
+        for k in ("completed", "failed", "sum", "count"):
+            total[k] += d[k]
+        total["hist"].update(d["hist"])
+    return total
+
+
+def _rate(completed: int, failed: int) -> float | None:
+    return round(completed / (completed + failed) * 100, 2) if completed + failed else None
+
+
+async def worker_counts(store: Store) -> dict[str, dict[str, int]]:
+    """{queue: {status: n}}."""
+    out: dict[str, dict[str, int]] = {}
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(WorkerHeartbeat.queue_name, WorkerHeartbeat.status, func.count()).group_by(
+                WorkerHeartbeat.queue_name, WorkerHeartbeat.status
+            )
+        )
+        for queue, status, n in rows:
+            out.setdefault(queue, {})[status] = n
+    return out
+
+
+async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
+    """The newest sample per queue taken at or before ``when``."""
+    out: dict[str, QueueSample] = {}
+    async with store.sessions() as s:
+        rows = (
+            await s.execute(
+                select(QueueSample)
+                .where(QueueSample.ts <= when, QueueSample.ts > when - timedelta(minutes=5))
+                .order_by(QueueSample.ts)
+            )
+        ).scalars()
+        for row in rows:
+            out[row.queue] = row
+    return out
+
+
+async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:
+    """Current anomalies, each with a drill-down the UI can follow."""
+    now = utcnow()
+    out: list[dict[str, Any]] = []
+    online = await worker_counts(store)
+    recent = await stats_since(store, now - timedelta(minutes=15))
+    before10 = await _samples_at(store, now - timedelta(minutes=10))
+    before15 = await _samples_at(store, now - timedelta(minutes=15))
+    for name, ql in snap.queues.items():
+        spec = catalog.get(name) if name in catalog else None
+        label = spec.display_name if spec else name
+        info = ql.info
+        live_workers = sum(n for st, n in online.get(name, {}).items() if st != "OFFLINE")
+        if info.waiting > 0 and live_workers == 0 and not info.paused:
+            out.append(
+                _incident(
+                    "no_worker",
+                    name,
+                    "critical",
+                    f"{label}: 대기 작업 {info.waiting}개, 온라인 워커 없음",
+                    f"{name}: {info.waiting} waiting jobs and no online worker",
+                    {"tab": "workers", "queue": name},
+                )
+            )
+        old = before10.get(name)
+        if (
+            info.waiting >= settings.backlog_surge_min
+            and old is not None
+            and info.waiting >= settings.backlog_surge_factor * max(old.waiting, 1)
+        ):
+            out.append(
+                _incident(
+                    "backlog_surge",
+                    name,
+                    "warning",
+                    f"{label}: 대기열 급증 ({old.waiting} → {info.waiting}, 10분)",
+                    f"{name}: backlog surge ({old.waiting} → {info.waiting} in 10 min)",
+                    {"tab": "queues", "queue": name},
+                )
+            )
+        r = recent.get(name)
+        if r and r["failed"] + r["retried"] >= settings.failure_spike_min:
+            bad = r["failed"] + r["retried"]
+            ratio = bad / (bad + r["completed"])
+            if ratio >= settings.failure_spike_ratio:
+                out.append(
+                    _incident(
+                        "failure_spike",
+                        name,
+                        "critical",
+                        f"{label}: 실패율 급등 ({ratio:.0%}, 15분)",
+                        f"{name}: failure rate spike ({ratio:.0%} over 15 min)",
+                        {"tab": "jobs", "queue": name, "status": "failed"},
+                    )
+                )
+        if info.redelivered > 0:
+            out.append(
+                _incident(
+                    "stalled",
+                    name,
+                    "warning",
+                    f"{label}: 재전달된(멈춘) 작업 {info.redelivered}개",
+                    f"{name}: {info.redelivered} redelivered (stalled) job(s)",
+                    {"tab": "jobs", "queue": name, "status": "active"},
+                )
+            )
+        old15 = before15.get(name)
+        if old15 is not None and info.dead_lettered > old15.dlq:
+            out.append(
+                _incident(
+                    "dlq_growth",
+                    name,
+                    "warning",
+                    f"{label}: 실패 보관함 증가 ({old15.dlq} → {info.dead_lettered}, 15분)",
+                    f"{name}: dead-letter growth ({old15.dlq} → {info.dead_lettered} in 15 min)",
+                    {"tab": "jobs", "queue": name, "status": "failed"},
+                )
+            )
+    return out
+
+
+def _incident(kind: str, queue: str, severity: str, ko: str, en: str, drill: dict[str, str]) -> dict[str, Any]:
+    return {"type": kind, "queue": queue, "severity": severity, "message": {"ko": ko, "en": en}, "drill_down": drill}
+
+
+async def overview(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> dict[str, Any]:
+    now = utcnow()
+    day = _merge(await stats_since(store, now - timedelta(hours=24)))
+    workers = await worker_counts(store)
+    online = sum(n for per in workers.values() for st, n in per.items() if st != "OFFLINE")
+    queues = snap.queues.values()
+    return {
+        "online_workers": online,
+        "waiting": sum(q.info.waiting for q in queues),
+        "active": sum(q.info.active for q in queues),
+        "delayed": sum(q.info.scheduled for q in queues),
+        "dead_lettered": sum(q.info.dead_lettered for q in queues),
+        "failed_24h": day["failed"],
+        "completed_24h": day["completed"],
+        "success_rate": _rate(day["completed"], day["failed"]),
+        "avg_duration_ms": round(day["sum"] / day["count"], 1) if day["count"] else None,
+        "p95_duration_ms": percentile(dict(day["hist"]), 0.95),
+        "incidents": await incidents(store, snap, settings, catalog),
+        "sampled_at": snap.at,
+    }
+
+
+def _queue_status(paused: bool, degraded: bool) -> str:
+    return "Paused" if paused else ("Degraded" if degraded else "Running")
+
+
+async def queues(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:
+    now = utcnow()
+    hour = await stats_since(store, now - timedelta(hours=1))
+    five = await stats_since(store, now - timedelta(minutes=5))
+    day = await stats_since(store, now - timedelta(hours=24))
+    inc = await incidents(store, snap, settings, catalog)
+    bad = {i["queue"] for i in inc if i["severity"] == "critical"}
+    workers = await worker_counts(store)
+    out = []
+    for spec in catalog.queues:
+        ql = snap.queues.get(spec.name)
+        info = ql.info if ql else None
+        h = hour.get(spec.name, {})
+        d = day.get(spec.name, {})
+        out.append(
+            {
+                "name": spec.name,
+                "display_name": spec.display_name,
+                "display_name_en": spec.display_name_en,
+                "status": _queue_status(bool(info and info.paused), spec.name in bad),
+                "paused": bool(info and info.paused),
+                "pause_until": info.pause_until if info else None,
+                "waiting": info.waiting if info else None,
+                "active": info.active if info else None,
+                "delayed": info.scheduled if info else None,
+                "failed": info.dead_lettered if info else None,
+                "lag_seconds": ql.oldest_waiting_s if ql else None,
+                "jobs_per_min": round(five.get(spec.name, {}).get("completed", 0) / 5, 2),
+                "completed_1h": h.get("completed", 0),
+                "failed_1h": h.get("failed", 0),
+                "completed_24h": d.get("completed", 0),
+                "failed_24h": d.get("failed", 0),
+                "avg_duration_ms": round(h["sum"] / h["count"], 1) if h.get("count") else None,
+                "p95_duration_ms": percentile(dict(h["hist"]), 0.95) if h else None,
+                "last_processed_at": iso(d.get("last")),
+                "workers": workers.get(spec.name, {}),
+                "concurrency": spec.concurrency,
+                "priority": spec.priority,
+            }
+        )
+    return out
+
+
+async def queue_detail(
+    store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog, name: str
+) -> dict[str, Any]:
+    catalog.get(name)
+    base = next(q for q in await queues(store, snap, settings, catalog) if q["name"] == name)
+    now = utcnow()
+    async with store.sessions() as s:
+        samples = (
+            await s.execute(
+                select(QueueSample)
+                .where(QueueSample.queue == name, QueueSample.ts >= now - timedelta(hours=1))
+                .order_by(QueueSample.ts)
+            )
+        ).scalars()
+        base["trend"] = [
+            {
+                "ts": iso(x.ts),
+                "waiting": x.waiting,
+                "active": x.active,
+                "delayed": x.delayed,
+                "dlq": x.dlq,
+                "completed_total": x.completed_total,
+            }
+            for x in samples
+        ]
+        # grouped by position: PostgreSQL sees bound parameters in the select and the group-by as different
+        errs = await s.execute(
+            select(func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count())
+            .where(Job.queue == name, Job.status == "failed", Job.finished_at >= now - timedelta(hours=24))
+            .group_by(text("1"), text("2"))
+            .order_by(func.count().desc())
+            .limit(5)
+        )
+        base["top_errors"] = [{"type": t, "message": m, "count": n} for t, m, n in errs]
+    base["incidents"] = [i for i in await incidents(store, snap, settings, catalog) if i["queue"] == name]
+    return base
+
+
+PAYLOAD_FIELDS = ("data", "result")
+
+
+def job_row(j: Job, *, payloads: bool) -> dict[str, Any]:
+    d = {
+        "job_id": j.job_id,
+        "queue": j.queue,
+        "name": j.name,
+        "status": j.status,
+        "user_id": j.user_id,
+        "attempts_made": j.attempts_made,
+        "max_attempts": j.max_attempts,
+        "progress": j.progress,
+        "duration_ms": j.duration_ms,
+        "error": j.error,
+        "error_type": j.error_type,
+        "worker_id": j.worker_id,
+        "stalls": j.stalls,
+        "created_at": iso(j.created_at),
+        "enqueued_at": iso(j.enqueued_at),
+        "started_at": iso(j.started_at),
+        "finished_at": iso(j.finished_at),
+    }
+    if payloads:
+        d["data"] = j.data
+        d["result"] = j.result
+    return d
+
+
+async def list_jobs(store: Store, f: JobFilter, cursor: str | None, limit: int, *, payloads: bool) -> dict[str, Any]:
+    async with store.sessions() as s:
+        rows = list((await s.execute(job_query(f, cursor, limit))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [job_row(j, payloads=payloads) for j in rows],
+        "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].job_id) if more and rows else None,
+    }
+
+
+async def job_detail(store: Store, job_id: str, *, payloads: bool) -> dict[str, Any] | None:
+    async with store.sessions() as s:
+        job = await s.get(Job, job_id)
+        if job is None:
+            return None
+        attempts = (
+            (await s.execute(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.attempt)))
+            .scalars()
+            .all()
+        )
+    d = job_row(job, payloads=payloads)
+    d["attempts"] = [
+        {
+            "attempt": a.attempt,
+            "status": a.status,
+            "worker_id": a.worker_id,
+            "started_at": iso(a.started_at),
+            "finished_at": iso(a.finished_at),
+            "duration_ms": a.duration_ms,
+            "error": a.error,
+            "error_type": a.error_type,
+        }
+        for a in attempts
+    ]
+    return d
+
+
+async def list_workers(store: Store) -> list[dict[str, Any]]:
+    now = utcnow()
+    async with store.sessions() as s:
+        rows = (
+            (await s.execute(select(WorkerHeartbeat).order_by(WorkerHeartbeat.queue_name, WorkerHeartbeat.worker_id)))
+            .scalars()
+            .all()
+        )
+    return [
+        {
+            "worker_id": w.worker_id,
+            "queue": w.queue_name,
+            "status": w.status,
+            "hostname": w.hostname,
+            "pid": w.pid,
+            "version": w.version,
+            "concurrency": w.concurrency,
+            "active_jobs": w.active_jobs,
+            "processed_jobs": w.processed_jobs,
+            "failed_jobs": w.failed_jobs,
+            "last_heartbeat": iso(w.last_heartbeat),
+            "started_at": iso(w.started_at),
+            "uptime_s": round((now - _aware(w.started_at)).total_seconds()) if w.started_at else None,  # type: ignore[operator]
+        }
+        for w in rows
+    ]
+
+
+async def list_audit(
+    store: Store,
+    *,
+    actor: str | None,
+    action: str | None,
+    entity_id: str | None,
+    since: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> dict[str, Any]:
+    stmt = select(AuditLog)
+    if actor:
+        stmt = stmt.where(AuditLog.actor == actor)
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    if entity_id:
+        stmt = stmt.where(AuditLog.entity_id == entity_id)
+    if since:
+        stmt = stmt.where(AuditLog.created_at >= since)
+    if before_id:
+        stmt = stmt.where(AuditLog.id < before_id)
+    stmt = stmt.order_by(AuditLog.id.desc()).limit(limit + 1)
+    async with store.sessions() as s:
+        rows = list((await s.execute(stmt)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [
+            {
+                "id": a.id,
+                "actor": a.actor,
+                "role": a.role,
+                "action": a.action,
+                "entity_type": a.entity_type,
+                "entity_id": a.entity_id,
+                "reason": a.reason,
+                "params": a.params,
+                "result": a.result,
+                "ok": a.ok,
+                "error": a.error,
+                "source": a.source,
+                "created_at": iso(a.created_at),
+            }
+            for a in rows
+        ],
+        "next_before_id": rows[-1].id if more and rows else None,
+    }

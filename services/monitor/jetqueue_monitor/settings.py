@@ -1,0 +1,43 @@
+"""Monitor settings (env prefix JETQUEUE_MONITOR_; NATS and catalog from JETQUEUE_*)."""
+
+from __future__ import annotations
+
+import secrets
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jetqueue.settings import CommonSettings
+
+
+class MonitorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JETQUEUE_MONITOR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///.jetqueue/monitor.db",
+        description="SQLAlchemy async URL: postgresql+asyncpg://… or sqlite+aiosqlite:///…",
+    )
+    # Access. Each entry "name:role:secret"; role is viewer, operator or admin.
+    tokens: str = Field(default="", description="API tokens for Authorization: Bearer <secret>")
+    users: str = Field(default="", description="UI logins, 'name:role:password' comma separated")
+    session_secret: str = Field(
+        default_factory=lambda: secrets.token_hex(32),
+        description="signs session cookies (set it, or sessions end at restart)",
+    )
+    secure_cookies: bool = Field(default=False, description="mark cookies Secure (behind HTTPS)")
+    viewer_sees_payloads: bool = Field(default=False, description="whether viewers see job data and results")
+    # Rules.
+    offline_after_s: float = Field(default=30.0, gt=0)
+    degraded_failure_ratio: float = Field(default=0.3, gt=0, le=1)
+    degraded_window: int = Field(default=20, ge=1, description="recent jobs per worker the ratio looks at")
+    sample_interval_s: float = Field(default=5.0, gt=0)
+    backlog_surge_factor: float = Field(default=2.0, gt=1, description="waiting grew by this factor in 10 min")
+    backlog_surge_min: int = Field(default=100, ge=1)
+    failure_spike_ratio: float = Field(default=0.2, gt=0, le=1, description="failed share of the last 15 min")
+    failure_spike_min: int = Field(default=10, ge=1)
+    drain_token_ttl_s: float = Field(default=300.0, gt=0)
+    ingest: bool = Field(default=True, description="consume events/heartbeats (off for read-only replicas)")
+    log_level: str = "INFO"
+    common: CommonSettings = Field(default_factory=CommonSettings)

@@ -1,0 +1,449 @@
+"""Writes and reads of the monitor's store; every write is idempotent."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from jetqueue.catalog import Catalog
+from jetqueue.events import Heartbeat
+from jetqueue_monitor.db.models import (
+    DURATION_BUCKETS_MS,
+    AuditLog,
+    IngestOffset,
+    Job,
+    JobAttempt,
+    JobStat,
+    QueueSample,
+    WorkerHeartbeat,
+    WorkerStatus,
+)
+
+TERMINAL = {"completed", "failed", "cancelled"}
+# lifecycle record type -> job status
+STATUS_OF = {
+    "started": "active",
+    "progress": "active",
+    "completed": "completed",
+    "retrying": "scheduled",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "stalled": "active",
+}
+
+
+def ms_to_dt(ms: int | float | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+class Store:
+    """The monitor's data access (one instance per app; sessions per call)."""
+
+    def __init__(self, engine: AsyncEngine, catalog: Catalog) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.dialect = engine.dialect.name
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # ------------------------------------------------------------ ingest
+    async def apply_events(
+        self, messages: Sequence[tuple[int, list[dict[str, Any]]]], *, source: str = "events"
+    ) -> int:
+        """Apply events-stream messages ``(stream seq, records)`` exactly once.
+
+        The highest applied sequence is stored in the same transaction as the
+        rows, so a message delivered again (ingest crashed before its ack) is
+        skipped; a failed transaction applies nothing and the message comes
+        back. Returns the number of records applied.
+        """
+        async with self.sessions.begin() as s:
+            off = await s.get(IngestOffset, source, with_for_update=True)
+            if off is None:
+                off = IngestOffset(source=source, seq=0, updated_at=utcnow())
+                s.add(off)
+            fresh = [(seq, recs) for seq, recs in messages if seq > off.seq]
+            if not fresh:
+                return 0
+            records = [r for _seq, recs in fresh for r in recs]
+            n = await self._fold_records(s, records)
+            await self._rollup(s, records)
+            off.seq = max(seq for seq, _ in fresh)
+            off.updated_at = utcnow()
+        return n
+
+    async def apply_records(self, records: Sequence[dict[str, Any]]) -> int:
+        """Fold records into jobs, attempts and rollups without an offset (tests, backfills)."""
+        async with self.sessions.begin() as s:
+            n = await self._fold_records(s, records)
+            await self._rollup(s, records)
+        return n
+
+    async def _fold_records(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> int:
+        """Fold lifecycle records into jobs and job_attempts.
+
+        A record carries its time (``ts``); one older than what a job row
+        already reflects never moves the job backwards, so late records change
+        nothing.
+        """
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            if isinstance(r, dict) and r.get("job_id") and r.get("type") in STATUS_OF:
+                by_job.setdefault(str(r["job_id"]), []).append(r)
+        if not by_job:
+            return 0
+        existing = {j.job_id: j for j in (await s.execute(select(Job).where(Job.job_id.in_(list(by_job))))).scalars()}
+        attempt_rows: dict[tuple[str, int], dict[str, Any]] = {}
+        for job_id, recs in by_job.items():
+            recs.sort(key=lambda r: (r.get("ts", 0), _ORDER.get(r["type"], 5)))
+            job = existing.get(job_id)
+            if job is None:
+                first = recs[0]
+                job = Job(
+                    job_id=job_id,
+                    queue=str(first.get("queue", "")),
+                    name=str(first.get("name", "")),
+                    status=STATUS_OF[first["type"]],
+                    attempts_made=0,
+                    stalls=0,
+                    last_event_ms=0,
+                    created_at=ms_to_dt(first.get("enqueued_at") or first.get("ts")) or utcnow(),
+                )
+                s.add(job)
+                existing[job_id] = job
+            for r in recs:
+                self._fold(job, r, attempt_rows)
+        await s.flush()
+        if attempt_rows:
+            await self._upsert_attempts(s, list(attempt_rows.values()))
+        return sum(len(v) for v in by_job.values())
+
+    async def _rollup(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> None:
+        deltas: dict[tuple[str, datetime], dict[str, Any]] = {}
+        for r in records:
+            kind = r.get("type") if isinstance(r, dict) else None
+            if kind not in ("completed", "failed", "retrying") or not r.get("queue") or not r.get("ts"):
+                continue
+            ts = int(r["ts"])
+            key = (str(r["queue"]), datetime.fromtimestamp((ts - ts % 60_000) / 1000, UTC))
+            d = deltas.setdefault(
+                key, {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None}
+            )
+            d[{"completed": "completed", "failed": "failed", "retrying": "retried"}[kind]] += 1
+            dur = r.get("duration_ms")
+            if kind == "completed" and isinstance(dur, int | float):
+                d["sum"] += int(dur)
+                d["count"] += 1
+                b = str(next(i for i, ub in enumerate(DURATION_BUCKETS_MS) if dur <= ub))
+                d["hist"][b] = d["hist"].get(b, 0) + 1
+            when = ms_to_dt(ts)
+            if kind in ("completed", "failed") and (d["last"] is None or when > d["last"]):
+                d["last"] = when
+        if not deltas:
+            return
+        for (queue, minute), d in deltas.items():
+            row = await s.get(JobStat, (queue, minute))
+            if row is None:
+                row = JobStat(
+                    queue=queue,
+                    minute=minute,
+                    completed=0,
+                    failed=0,
+                    retried=0,
+                    duration_sum_ms=0,
+                    duration_count=0,
+                    hist={},
+                )
+                s.add(row)
+            row.completed += d["completed"]
+            row.failed += d["failed"]
+            row.retried += d["retried"]
+            row.duration_sum_ms += d["sum"]
+            row.duration_count += d["count"]
+            hist = dict(row.hist or {})
+            for b, n in d["hist"].items():
+                hist[b] = hist.get(b, 0) + n
+            row.hist = hist
+            if d["last"] is not None and (row.last_finished_at is None or d["last"] > _aware(row.last_finished_at)):
+                row.last_finished_at = d["last"]
+
+    def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int], dict[str, Any]]) -> None:
+        ts = int(r.get("ts") or 0)
+        kind = r["type"]
+        attempt = int(r.get("attempt") or 1)
+        key = (job.job_id, attempt)
+        row = attempts.setdefault(key, {"job_id": job.job_id, "attempt": attempt, "queue": job.queue})
+        if kind in ("started", "stalled"):
+            row.setdefault("status", "active")
+            row["worker_id"] = r.get("worker")
+            row.setdefault("started_at", ms_to_dt(ts))
+        elif kind != "progress":
+            row["status"] = {"retrying": "failed"}.get(kind, kind)
+            row["finished_at"] = ms_to_dt(ts)
+            row["duration_ms"] = r.get("duration_ms")
+            row["error"] = r.get("error")
+            row["error_type"] = r.get("error_type")
+            row["worker_id"] = r.get("worker")
+        if ts < job.last_event_ms:
+            return  # older than what the row reflects (a re-delivery, or late)
+        if ts == job.last_event_ms and job.status in TERMINAL and kind not in TERMINAL:
+            return
+        if kind == "stalled" and ts > job.last_event_ms:
+            job.stalls = (job.stalls or 0) + 1
+        job.last_event_ms = ts
+        job.status = STATUS_OF[kind]
+        job.attempts_made = max(job.attempts_made or 0, attempt) if kind != "progress" else job.attempts_made
+        if r.get("attempts"):
+            job.max_attempts = int(r["attempts"])
+        if r.get("worker"):
+            job.worker_id = str(r["worker"])
+        if "data" in r:
+            job.data = r["data"]
+        if r.get("user_id"):
+            job.user_id = str(r["user_id"])
+        if r.get("enqueued_at"):
+            job.enqueued_at = ms_to_dt(r["enqueued_at"])
+        if kind == "started":
+            job.started_at = ms_to_dt(ts)
+            job.progress = job.progress if attempt == job.attempts_made and job.progress else None
+            job.finished_at = None
+            job.expires_at = None
+        elif kind == "progress":
+            job.progress = r.get("progress")
+        elif kind in TERMINAL or kind == "retrying":
+            job.error = r.get("error") if kind != "completed" else None
+            job.error_type = r.get("error_type") if kind != "completed" else None
+            job.duration_ms = r.get("duration_ms")
+            if kind == "completed":
+                job.result = r.get("result")
+                job.progress = 100.0
+            if kind in TERMINAL:
+                job.finished_at = ms_to_dt(ts)
+                spec = self.catalog.get(job.queue) if job.queue in self.catalog else None
+                keep = (spec.retention_s if kind == "completed" else spec.failed_retention_s) if spec else 7 * 86400
+                job.expires_at = ms_to_dt(ts + keep * 1000)
+
+    async def _upsert_attempts(self, s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        cols = ["status", "worker_id", "started_at", "finished_at", "duration_ms", "error", "error_type"]
+        for row in rows:
+            values = {"status": "active", **row}
+            stmt = self._insert(JobAttempt).values(**values)
+            # Finished outcomes win over "active"; started_at keeps its first value.
+            set_: dict[str, Any] = {}
+            for c in cols:
+                if c not in row:
+                    continue
+                if c == "started_at":
+                    set_[c] = func.coalesce(JobAttempt.started_at, stmt.excluded.started_at)
+                elif c == "status" and row.get("status") == "active":
+                    continue
+                else:
+                    set_[c] = stmt.excluded[c]
+            stmt = (
+                stmt.on_conflict_do_update(index_elements=["job_id", "attempt"], set_=set_)
+                if set_
+                else (stmt.on_conflict_do_nothing(index_elements=["job_id", "attempt"]))
+            )
+            await s.execute(stmt)
+
+    async def upsert_heartbeat(self, hb: Heartbeat) -> None:
+        now = utcnow()
+        values = {
+            "worker_id": hb.worker_id,
+            "queue_name": hb.queue,
+            "hostname": hb.hostname,
+            "version": hb.version,
+            "pid": hb.pid,
+            "concurrency": hb.concurrency,
+            "active_jobs": hb.active_jobs,
+            "processed_jobs": hb.processed_jobs,
+            "failed_jobs": hb.failed_jobs,
+            "last_heartbeat": ms_to_dt(hb.ts),
+            "started_at": ms_to_dt(hb.started_at),
+            "reported_status": hb.status,
+            "status": WorkerStatus.OFFLINE.value if hb.status == "OFFLINE" else WorkerStatus.ONLINE.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        stmt = self._insert(WorkerHeartbeat).values(**values)
+        upd = {k: stmt.excluded[k] for k in values if k not in ("worker_id", "created_at")}
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["worker_id"],
+            set_=upd,
+            where=WorkerHeartbeat.last_heartbeat <= stmt.excluded.last_heartbeat,
+        )
+        async with self.sessions.begin() as s:
+            await s.execute(stmt)
+
+    async def insert_audit(self, rec: dict[str, Any], *, source_seq: int | None = None) -> None:
+        values = {
+            "source_seq": source_seq,
+            "actor": str(rec.get("actor", "?"))[:200],
+            "role": rec.get("role"),
+            "action": str(rec.get("action", "?")),
+            "entity_type": str(rec.get("entity_type", "?")),
+            "entity_id": str(rec.get("entity_id", ""))[:200],
+            "reason": rec.get("reason"),
+            "params": rec.get("params") or {},
+            "result": rec.get("result") or {},
+            "ok": bool(rec.get("ok")),
+            "error": rec.get("error"),
+            "source": str(rec.get("source", "api")),
+            "created_at": ms_to_dt(rec.get("ts")) or utcnow(),
+        }
+        stmt = self._insert(AuditLog).values(**values)
+        if source_seq is not None:
+            stmt = stmt.on_conflict_do_nothing(index_elements=["source_seq"])
+        async with self.sessions.begin() as s:
+            await s.execute(stmt)
+
+    async def insert_samples(self, samples: Iterable[dict[str, Any]]) -> None:
+        rows = list(samples)
+        if rows:
+            async with self.sessions.begin() as s:
+                await s.execute(insert(QueueSample), rows)
+
+    # ------------------------------------------------------- housekeeping
+    async def refresh_worker_statuses(self, *, offline_after_s: float, degraded_ratio: float, window: int = 20) -> None:
+        """OFFLINE after silence; DEGRADED when >= ratio of its recent finished jobs failed."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=offline_after_s)
+        async with self.sessions.begin() as s:
+            await s.execute(
+                update(WorkerHeartbeat)
+                .where(WorkerHeartbeat.last_heartbeat < cutoff, WorkerHeartbeat.status != WorkerStatus.OFFLINE.value)
+                .values(status=WorkerStatus.OFFLINE.value, updated_at=now)
+            )
+            live = (
+                (await s.execute(select(WorkerHeartbeat).where(WorkerHeartbeat.status != WorkerStatus.OFFLINE.value)))
+                .scalars()
+                .all()
+            )
+            for w in live:
+                recent = (
+                    (
+                        await s.execute(
+                            select(JobAttempt.status)
+                            .where(JobAttempt.worker_id == w.worker_id, JobAttempt.status.in_(("completed", "failed")))
+                            .order_by(JobAttempt.finished_at.desc())
+                            .limit(window)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                failed = sum(1 for x in recent if x == "failed")
+                degraded = len(recent) >= 5 and failed / len(recent) >= degraded_ratio
+                new = WorkerStatus.DEGRADED.value if degraded else WorkerStatus.ONLINE.value
+                if w.status != new:
+                    w.status = new
+                    w.updated_at = now
+
+    async def count_finished(self, queue: str, status: str, older_than_s: float) -> int:
+        async with self.sessions() as s:
+            cond = await _finished_filter(queue, status, older_than_s)
+            return int((await s.execute(select(func.count()).select_from(Job).where(cond))).scalar_one())
+
+    async def delete_finished(self, queue: str, status: str, older_than_s: float) -> int:
+        """Delete job records (and attempts) of a queue in a final state, older than an age."""
+        removed = 0
+        async with self.sessions.begin() as s:
+            cond = await _finished_filter(queue, status, older_than_s)
+            while ids := (await s.execute(select(Job.job_id).where(cond).limit(5000))).scalars().all():
+                await s.execute(delete(JobAttempt).where(JobAttempt.job_id.in_(ids)))
+                await s.execute(delete(Job).where(Job.job_id.in_(ids)))
+                removed += len(ids)
+        return removed
+
+    async def expire(self, *, sample_keep_s: float = 7 * 86400) -> int:
+        """Delete job records past their retention (and their attempts), and old samples."""
+        now = utcnow()
+        async with self.sessions.begin() as s:
+            ids = (await s.execute(select(Job.job_id).where(Job.expires_at < now).limit(5000))).scalars().all()
+            if ids:
+                await s.execute(delete(JobAttempt).where(JobAttempt.job_id.in_(ids)))
+                await s.execute(delete(Job).where(Job.job_id.in_(ids)))
+            await s.execute(delete(QueueSample).where(QueueSample.ts < now - timedelta(seconds=sample_keep_s)))
+        return len(ids)
+
+
+async def _finished_filter(queue: str, status: str, older_than_s: float) -> Any:
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    return and_(Job.queue == queue, Job.status == status, Job.finished_at <= cutoff)
+
+
+_ORDER = {"started": 0, "stalled": 0, "progress": 1, "retrying": 2, "completed": 3, "failed": 3, "cancelled": 3}
+
+
+# ------------------------------------------------------------ reads
+@dataclass(slots=True)
+class JobFilter:
+    queue: str | None = None
+    status: str | None = None
+    name: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([_aware(created_at).isoformat(), job_id])  # type: ignore[union-attr]
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError on a cursor this service did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except Exception as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+def job_query(f: JobFilter, cursor: str | None, limit: int) -> Select[Any]:
+    stmt = select(Job)
+    conds = []
+    if f.queue:
+        conds.append(Job.queue == f.queue)
+    if f.status:
+        conds.append(Job.status == f.status)
+    if f.name:
+        conds.append(Job.name == f.name)
+    if f.user_id:
+        conds.append(Job.user_id == f.user_id)
+    if f.since:
+        conds.append(Job.created_at >= f.since)
+    if f.until:
+        conds.append(Job.created_at < f.until)
+    if f.q:
+        needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append(or_(Job.job_id.like(f"{needle}%", escape="\\"), Job.error.ilike(f"%{needle}%", escape="\\")))
+    if cursor:
+        c_at, c_id = decode_cursor(cursor)
+        conds.append(or_(Job.created_at < c_at, and_(Job.created_at == c_at, Job.job_id < c_id)))
+    if conds:
+        stmt = stmt.where(*conds)
+    return stmt.order_by(Job.created_at.desc(), Job.job_id.desc()).limit(limit + 1)

@@ -1,0 +1,154 @@
+"""The monitor store on SQLite and PostgreSQL: idempotent ingest of lifecycle records."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jetqueue.catalog import load_catalog
+from jetqueue.events import Heartbeat
+from jetqueue_monitor.db.engine import make_engine, migrate
+from jetqueue_monitor.db.models import AuditLog, Job, JobAttempt, JobStat, WorkerHeartbeat
+from jetqueue_monitor.store import Store
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    engine = make_engine(database_url)
+    await migrate(engine)
+    await migrate(engine)  # idempotent
+    yield Store(engine, load_catalog())
+    await engine.dispose()
+
+
+def rec(type_: str, ts: int, attempt: int = 1, job: str = "j1", **kw: Any) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "job_id": job,
+        "queue": "email-send",
+        "name": "welcome",
+        "attempt": attempt,
+        "attempts": 3,
+        "worker": "w1",
+        "ts": ts,
+        **kw,
+    }
+
+
+LIFE = [
+    rec("started", 1000, data={"to": "x"}, user_id="u1", enqueued_at=900),
+    rec("progress", 1100, progress=50),
+    rec("retrying", 1200, duration_ms=200, error="RuntimeError: boom"),
+    rec("started", 2000, attempt=2),
+    rec("completed", 2300, attempt=2, duration_ms=300, result={"ok": True}),
+]
+
+
+async def _job(store: Store, job_id: str = "j1") -> Job:
+    async with store.sessions() as s:
+        return (await s.execute(select(Job).where(Job.job_id == job_id))).scalar_one()
+
+
+async def _attempts(store: Store, job_id: str = "j1") -> list[tuple[int, str, str | None]]:
+    async with store.sessions() as s:
+        rows = (
+            (await s.execute(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.attempt)))
+            .scalars()
+            .all()
+        )
+        return [(r.attempt, r.status, r.error) for r in rows]
+
+
+async def test_lifecycle_folds_into_job_and_attempts(store: Store) -> None:
+    await store.apply_records(LIFE)
+    job = await _job(store)
+    assert (job.status, job.attempts_made, job.max_attempts, job.result, job.progress) == (
+        "completed",
+        2,
+        3,
+        {"ok": True},
+        100.0,
+    )
+    assert job.data == {"to": "x"} and job.user_id == "u1" and job.error is None
+    assert job.finished_at is not None and job.expires_at is not None
+    assert await _attempts(store) == [(1, "failed", "RuntimeError: boom"), (2, "completed", None)]
+
+
+async def test_duplicate_delivery_changes_nothing(store: Store) -> None:
+    await store.apply_events([(1, LIFE[:3]), (2, LIFE[3:])])
+    before = await _job(store)
+    assert await store.apply_events([(1, LIFE[:3]), (2, LIFE[3:])]) == 0  # the same messages again
+    await store.apply_records(LIFE[:2])  # old records, late
+    after = await _job(store)
+    assert (after.status, after.attempts_made, after.last_event_ms, after.stalls) == (
+        before.status,
+        before.attempts_made,
+        before.last_event_ms,
+        before.stalls,
+    )
+    assert await _attempts(store) == [(1, "failed", "RuntimeError: boom"), (2, "completed", None)]
+    async with store.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(JobAttempt))).scalar_one() == 2
+        stat = (await s.execute(select(JobStat))).scalar_one()
+    assert (stat.completed, stat.retried, stat.failed, stat.duration_count) == (1, 1, 0, 1)
+
+
+async def test_records_split_across_batches_in_any_order(store: Store) -> None:
+    await store.apply_records(LIFE[3:])
+    await store.apply_records(LIFE[:3])
+    job = await _job(store)
+    assert job.status == "completed" and job.attempts_made == 2
+    assert await _attempts(store) == [(1, "failed", "RuntimeError: boom"), (2, "completed", None)]
+
+
+async def test_failed_and_stalled(store: Store) -> None:
+    await store.apply_records(
+        [
+            rec("started", 10, job="j2"),
+            rec("stalled", 20, job="j2", error="redelivered"),
+            rec("failed", 30, job="j2", error="ValueError: x", error_type="ValueError"),
+        ]
+    )
+    await store.apply_records([rec("stalled", 20, job="j2", error="redelivered")])
+    job = await _job(store, "j2")
+    assert (job.status, job.error_type, job.stalls) == ("failed", "ValueError", 1)
+
+
+async def test_heartbeat_upsert_keeps_newest(store: Store) -> None:
+    hb = Heartbeat(
+        worker_id="w1",
+        queue="email-send",
+        hostname="h",
+        pid=1,
+        version="0.1",
+        started_at=1000,
+        active_jobs=2,
+        processed_jobs=10,
+        failed_jobs=1,
+        concurrency=20,
+        ts=5000,
+    )
+    await store.upsert_heartbeat(hb)
+    hb.ts, hb.processed_jobs = 4000, 5  # an older beat arriving late
+    await store.upsert_heartbeat(hb)
+    async with store.sessions() as s:
+        row = (await s.execute(select(WorkerHeartbeat))).scalar_one()
+    assert row.processed_jobs == 10 and row.status == "ONLINE"
+
+
+async def test_audit_ingest_is_idempotent_by_sequence(store: Store) -> None:
+    r = {
+        "actor": "alice",
+        "action": "QUEUE_PAUSE",
+        "entity_type": "QUEUE",
+        "entity_id": "email-send",
+        "ok": True,
+        "ts": 1000,
+    }
+    await store.insert_audit(r, source_seq=7)
+    await store.insert_audit(r, source_seq=7)
+    async with store.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(AuditLog))).scalar_one() == 1
