@@ -210,3 +210,44 @@ async def test_metrics_and_health(monitor: AsyncTestClient[Any], client: JobClie
     assert 'jetqueue_queue_waiting{queue="email-send"} 1.0' in text
     assert "jetqueue_monitor_ingest_lag_seconds" in text
     assert (await monitor.get("/health")).json()["status"] == "ok"
+
+
+async def test_artifacts_are_listed_and_served_sandboxed(
+    monitor: AsyncTestClient[Any], nc: NatsClient, catalog: Catalog, client: JobClient
+) -> None:
+    reg = ProcessorRegistry()
+
+    async def proc(ctx: JobContext) -> None:
+        await ctx.attach("snap.html", b"<script>alert(1)</script><p>page</p>", "text/html")
+        await ctx.attach("shot.png", b"\x89PNG\r\n\x1a\nfake", "image/png")
+        raise RuntimeError("page broke")
+
+    reg.register(Q, proc)
+    w = Worker(nc, catalog, Q, reg, heartbeat_s=0.5, idle_wait_s=0.3)
+    await w.start()
+    try:
+        r = await client.enqueue(Q, "crawl", {}, attempts=1)
+
+        async def listed() -> Any:
+            resp = await monitor.get(f"/admin/worker-monitor/jobs/{r.job_id}", headers=OPERATOR)
+            body = resp.json() if resp.status_code == 200 else {}
+            return body if body.get("status") == "failed" and body.get("artifacts") else None
+
+        detail = await eventually(listed, timeout=15)
+    finally:
+        await w.stop(grace_s=1)
+    assert {a["name"]: a["content_type"] for a in detail["artifacts"]} == {
+        "snap.html": "text/html",
+        "shot.png": "image/png",
+    }
+    page = await monitor.get(f"/admin/worker-monitor/jobs/{r.job_id}/artifacts/snap.html", headers=OPERATOR)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "sandbox" in page.headers["content-security-policy"] and b"<p>page</p>" in page.content
+    img = await monitor.get(f"/admin/worker-monitor/jobs/{r.job_id}/artifacts/shot.png", headers=OPERATOR)
+    assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
+    assert (
+        await monitor.get(f"/admin/worker-monitor/jobs/{r.job_id}/artifacts/snap.html", headers=VIEWER)
+    ).status_code == 403
+    assert (
+        await monitor.get(f"/admin/worker-monitor/jobs/{r.job_id}/artifacts/nope.txt", headers=OPERATOR)
+    ).status_code == 404

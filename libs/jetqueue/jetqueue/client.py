@@ -11,8 +11,9 @@ can use it directly::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from nats.js.kv import KeyValue
 
 from jetqueue import names, telemetry
 from jetqueue.catalog import Backoff, Catalog, QueueSpec
-from jetqueue.errors import ConflictError, InvalidJob, JobNotFound, NatsUnavailable
+from jetqueue.errors import ConflictError, InvalidJob, JobNotFound, NatsUnavailable, ScheduleNotFound
 from jetqueue.job import (
     TERMINAL_STATUSES,
     EnqueueResult,
@@ -107,6 +108,25 @@ def to_broker_cron(expr: str) -> str:
     raise InvalidJob(f"cron expression needs 5 or 6 fields, got {len(fields)}: {expr!r}")
 
 
+NATS_DOWN = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    asyncio.TimeoutError,
+)
+
+
+@contextlib.contextmanager
+def nats_errors(what: str) -> Iterator[None]:
+    """Turn NATS outages into :class:`NatsUnavailable` with a message saying what failed."""
+    try:
+        yield
+    except NATS_DOWN as exc:
+        raise NatsUnavailable(f"NATS did not answer ({what}): {str(exc) or type(exc).__name__}") from exc
+
+
 def _rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -117,6 +137,7 @@ class JobClient:
     def __init__(self, nc: NatsClient, catalog: Catalog, *, timeout: float = 5.0) -> None:
         self.nc = nc
         self.catalog = catalog
+        self.timeout = timeout
         self.js: JetStreamContext = nc.jetstream(timeout=timeout)
         self._kv: KeyValue | None = None
 
@@ -238,14 +259,15 @@ class JobClient:
         prepared = [self._prepare(r) for r in requests]
         for _spec, env, _subject, _headers, _run_at in prepared:
             self._check_size(env.to_bytes())
-        try:
+        # publish_async futures have no deadline of their own: bound the wait, so
+        # an outage is a clear error (jobs confirmed later are still jobs; their
+        # ids make a retry of the same request idempotent).
+        with nats_errors("bulk publish"):
             futures = [
                 await self.js.publish_async(subject, env.to_bytes(), headers=headers)
                 for (_spec, env, subject, headers, _run_at) in prepared
             ]
-            acks = await asyncio.gather(*futures)
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
-            raise NatsUnavailable(f"NATS did not confirm the bulk publish: {str(exc) or type(exc).__name__}") from exc
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout + len(futures) / 2000)
         return [self._result(p[0], p[1], ack, p[4]) for p, ack in zip(prepared, acks, strict=True)]
 
     def _check_size(self, body: bytes) -> None:
@@ -300,7 +322,7 @@ class JobClient:
             cron=name,
         )
         body = json.loads(env.to_bytes())
-        body["schedule"] = sched.to_dict()
+        body["schedule"] = {k: v for k, v in sched.to_dict().items() if k != "data"}  # data is in the body
         headers = {
             H_SCHEDULE: expr,
             H_SCHEDULE_TARGET: names.cronjob_subject(queue, spec.level_for(priority), name),
@@ -321,26 +343,36 @@ class JobClient:
 
     async def list_schedules(self, queue: str | None = None) -> list[CronSchedule]:
         out: list[CronSchedule] = []
-        for spec in [self.catalog.get(queue)] if queue else self.catalog.queues:
-            try:
-                info = await self.js.stream_info(spec.stream, subjects_filter=names.cron_filter(spec.name))
-            except NotFoundError:
-                continue
-            for subject in sorted((info.state.subjects or {}).keys()):
+        with nats_errors("list schedules"):
+            for spec in [self.catalog.get(queue)] if queue else self.catalog.queues:
                 try:
-                    msg = await self.js.get_last_msg(spec.stream, subject)
+                    info = await self.js.stream_info(spec.stream, subjects_filter=names.cron_filter(spec.name))
                 except NotFoundError:
                     continue
-                s = json.loads(msg.data or b"{}").get("schedule")
-                if s:
-                    out.append(CronSchedule(**s))
+                for subject in sorted((info.state.subjects or {}).keys()):
+                    try:
+                        msg = await self.js.get_last_msg(spec.stream, subject)
+                    except NotFoundError:
+                        continue
+                    body = json.loads(msg.data or b"{}")
+                    s = body.get("schedule")
+                    if s:
+                        out.append(CronSchedule(**{**s, "data": body.get("data")}))
         return out
 
-    async def unschedule(self, queue: str, name: str) -> bool:
-        """Remove a recurring job; False if there was none."""
+    async def unschedule(self, queue: str, name: str) -> None:
+        """Remove a recurring job.
+
+        Raises:
+            ScheduleNotFound: there is no such schedule.
+        """
         spec = self.catalog.get(queue)
-        resp = await self.js.purge_stream(spec.stream, subject=names.cron_subject(queue, name))
-        return bool(resp)
+        if not names.is_valid_token(name):
+            raise ScheduleNotFound(queue, name)
+        with nats_errors("remove schedule"):
+            if not await self._has_subject(spec.stream, names.cron_subject(queue, name)):
+                raise ScheduleNotFound(queue, name)
+            await self.js.purge_stream(spec.stream, subject=names.cron_subject(queue, name))
 
     async def _has_subject(self, stream: str, subject: str) -> bool:
         try:
@@ -431,7 +463,7 @@ class JobClient:
             home = recorded.queue if recorded else queue
             specs = [self.catalog.get(home)] if home else list(self.catalog.queues)
             found = await asyncio.gather(*(self._find_in_queue(s, job_id) for s in specs))
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+        except NATS_DOWN as exc:
             raise NatsUnavailable("NATS did not answer the status lookup") from exc
         live = next((f for f in found if f is not None), None)
         if live is None:

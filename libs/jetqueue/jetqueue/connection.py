@@ -21,7 +21,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from jetqueue import names
+from jetqueue import artifacts, names
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.errors import NatsUnavailable, ServerTooOld
 from jetqueue.settings import CommonSettings
@@ -182,6 +182,7 @@ async def provision_shared(js: JetStreamContext, *, replicas: int = 1) -> None:
     for cfg in shared_stream_configs(replicas):
         await _ensure_stream(js, cfg)
     await ensure_jobs_bucket(js, replicas)
+    await artifacts.bucket(js, replicas=replicas)
 
 
 async def provision(js: JetStreamContext, catalog: Catalog, *, replicas: int = 1) -> None:

@@ -35,3 +35,12 @@ class ServerTooOld(JetqueueError):
 
 class ConflictError(JetqueueError):
     """The operation does not fit the current state (e.g. cancel a finished job)."""
+
+
+class ScheduleNotFound(JetqueueError):
+    """No recurring job with that queue and name."""
+
+    def __init__(self, queue: str, name: str) -> None:
+        super().__init__(f"no schedule {name!r} on queue {queue!r}")
+        self.queue = queue
+        self.name = name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class LifecycleRecord:
     user_id: str | None = None
     enqueued_at: int | None = None
     trace_id: str | None = None
+    artifacts: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if v is not None}
@@ -92,7 +94,15 @@ def decode_batch(raw: bytes) -> list[dict[str, Any]]:
 class EventBatcher:
     """Collects lifecycle records and publishes them in batches."""
 
-    def __init__(self, js: JetStreamContext, queue: str, *, interval: float = 0.2, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        queue: str,
+        *,
+        interval: float = 0.2,
+        max_batch: int = 500,
+        source: str | None = None,
+    ) -> None:
         self.js = js
         self.subject = names.events_subject(queue)
         self.interval = interval
@@ -101,6 +111,10 @@ class EventBatcher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.published = 0
+        # Each batch gets a message id, so a publish retried after a lost ack
+        # is dropped by JetStream instead of being counted twice downstream.
+        self._source = source or uuid.uuid4().hex
+        self._batch_no = 0
 
     def add(self, record: LifecycleRecord) -> None:
         self._buf.append(record.to_dict())
@@ -123,10 +137,12 @@ class EventBatcher:
         while self._buf:
             batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
             body = json.dumps({"v": SCHEMA_VERSION, "records": batch}, separators=(",", ":"), default=str)
+            msg_id = f"{self._source}:{self._batch_no}"
             try:
-                await self.js.publish(self.subject, body.encode(), timeout=5)
+                await self.js.publish(self.subject, body.encode(), timeout=5, headers={"Nats-Msg-Id": msg_id})
                 self.published += len(batch)
-            except Exception as exc:  # keep the records; NATS may be reconnecting
+                self._batch_no += 1
+            except Exception as exc:  # keep the records (same id next time); NATS may be reconnecting
                 log.warning("events publish failed (%s); %d records kept for the next flush", exc, len(batch))
                 self._buf[:0] = batch
                 return

@@ -142,3 +142,11 @@ def kv_key(job_id: str) -> str:
 
 def advisory_queue_group(queue: str) -> str:
     return f"jq-{queue}-advisories"
+
+
+ARTIFACTS_BUCKET = "jq-artifacts"
+
+
+def artifact_object(job_id: str, name: str) -> str:
+    """Object-store name of a file a processor attached to a job."""
+    return f"{job_id}/{name}"

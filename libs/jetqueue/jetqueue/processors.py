@@ -51,6 +51,7 @@ class JobContext:
         default_factory=lambda: logging.getLogger("jetqueue.job")
     )
     _progress_cb: Callable[[float], Awaitable[None]] | None = None
+    _attach_cb: Callable[[str, bytes, str], Awaitable[None]] | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def progress(self, value: float) -> None:
@@ -61,6 +62,21 @@ class JobContext:
             raise JobCancelled(f"job {self.job_id} was cancelled")
         if self._progress_cb is not None:
             await self._progress_cb(float(value))
+
+    @property
+    def can_attach(self) -> bool:
+        """Whether files can be attached (inside a worker; not in a bare unit test)."""
+        return self._attach_cb is not None
+
+    async def attach(self, name: str, data: bytes, content_type: str) -> None:
+        """Keep a file with the job (a screenshot, an HTML snapshot); the monitor shows it.
+
+        Raises:
+            InvalidJob: bad name, type not allowed, or over 20 MiB.
+        """
+        if self._attach_cb is None:
+            raise JetqueueError("attach is only available inside a worker")
+        await self._attach_cb(name, data, content_type)
 
     @property
     def is_last_attempt(self) -> bool:

@@ -304,7 +304,7 @@ PAYLOAD_FIELDS = ("data", "result")
 
 
 def job_row(j: Job, *, payloads: bool) -> dict[str, Any]:
-    d = {
+    d: dict[str, Any] = {
         "job_id": j.job_id,
         "queue": j.queue,
         "name": j.name,
@@ -326,6 +326,7 @@ def job_row(j: Job, *, payloads: bool) -> dict[str, Any]:
     if payloads:
         d["data"] = j.data
         d["result"] = j.result
+        d["artifacts"] = j.artifacts or []
     return d
 
 

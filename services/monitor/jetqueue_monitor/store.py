@@ -220,6 +220,8 @@ class Store:
             job.worker_id = str(r["worker"])
         if "data" in r:
             job.data = r["data"]
+        if r.get("artifacts"):
+            job.artifacts = r["artifacts"]
         if r.get("user_id"):
             job.user_id = str(r["user_id"])
         if r.get("enqueued_at"):

@@ -25,6 +25,7 @@ from jetqueue.errors import (
     JetqueueError,
     JobNotFound,
     NatsUnavailable,
+    ScheduleNotFound,
     ServerTooOld,
     UnknownQueue,
 )
@@ -178,10 +179,7 @@ async def list_schedules(state: State, queue: FromQuery[str | None] = None) -> l
 
 @delete("/schedules/{queue:str}/{name:str}", status_code=200, summary="Remove a recurring job", tags=["schedules"])
 async def delete_schedule(queue: FromPath[str], name: FromPath[str], state: State) -> dict[str, Any]:
-    client = _client(state)
-    if not any(s.name == name for s in await client.list_schedules(queue)):
-        raise JobNotFound(f"schedule {queue}/{name}")
-    await client.unschedule(queue, name)
+    await _client(state).unschedule(queue, name)
     return {"queue": queue, "name": name, "deleted": True}
 
 
@@ -253,7 +251,7 @@ def _error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
 
 def _handle_jetqueue(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     metrics_: Metrics = request.app.state.metrics
-    if isinstance(exc, (UnknownQueue, JobNotFound)):
+    if isinstance(exc, (UnknownQueue, JobNotFound, ScheduleNotFound)):
         metrics_.rejected.labels("not_found").inc()
         return _error(404, str(exc))
     if isinstance(exc, InvalidJob):
@@ -263,7 +261,10 @@ def _handle_jetqueue(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return _error(409, str(exc))
     if isinstance(exc, (NatsUnavailable, ServerTooOld)):
         metrics_.rejected.labels("unavailable").inc()
-        resp = _error(503, f"{exc}; the job was not accepted, retry later", retry_after_s=5)
+        consequence = "the job was not accepted" if request.method == "POST" else "nothing was changed"
+        if request.method == "GET":
+            consequence = "the state could not be read"
+        resp = _error(503, f"{exc}; {consequence}, retry later", retry_after_s=5)
         resp.headers["Retry-After"] = "5"
         return resp
     return _error(400, str(exc))
@@ -306,7 +307,10 @@ def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) ->
             await nc.drain()
         except Exception as exc:  # reconnecting or closed: nothing in flight to flush
             log.warning("NATS drain at shutdown failed (%s); closing", exc)
-            await nc.close()
+            try:
+                await nc.close()
+            except Exception as close_exc:  # the socket is already gone
+                log.warning("NATS close at shutdown failed: %s", close_exc)
 
     return Litestar(
         route_handlers=[

@@ -35,7 +35,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
 
-from jetqueue import names, telemetry
+from jetqueue import artifacts, names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient
 from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
@@ -387,6 +387,13 @@ class Worker:
             log=logging.LoggerAdapter(log, {"job_id": env.id, "queue": env.queue}),
         )
         ctx._progress_cb = lambda v: self._progress(h, env, v)
+
+        async def attach(name: str, data: bytes, content_type: str) -> None:
+            art = await artifacts.put(self.js, env.id, name, data, content_type)
+            files = h.extra.setdefault("artifacts", [])
+            files[:] = [f for f in files if f["name"] != name] + [art.to_dict()]
+
+        ctx._attach_cb = attach
         h.ctx = ctx
         started = now_ms()
         h.started_ms = started
@@ -441,7 +448,9 @@ class Worker:
                 ),
                 self.spec.retention_s,
             )
-            self._record(EventType.COMPLETED, env, duration_ms=duration, result=result)
+            self._record(
+                EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.extra.get("artifacts")
+            )
             await msg.ack()
             return
         if isinstance(error, JobCancelled):
@@ -468,6 +477,7 @@ class Worker:
                 seq=msg.metadata.sequence.stream,
                 duration=duration,
                 started=started,
+                files=h.extra.get("artifacts"),
             )
             await msg.term()
 
@@ -511,6 +521,7 @@ class Worker:
                 worker=self.worker_id,
                 duration_ms=duration,
                 error=text,
+                artifacts=h.extra.get("artifacts"),
             )
         )
         await h.msg.ack()
@@ -526,6 +537,7 @@ class Worker:
         seq: int,
         duration: int | None = None,
         started: int | None = None,
+        files: list[dict[str, Any]] | None = None,
     ) -> None:
         headers = {
             H_REASON: reason,
@@ -544,7 +556,15 @@ class Worker:
             self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
             self.spec.failed_retention_s,
         )
-        self._record(EventType.FAILED, env, duration_ms=duration, error=text, error_type=error_type, data=env.data)
+        self._record(
+            EventType.FAILED,
+            env,
+            duration_ms=duration,
+            error=text,
+            error_type=error_type,
+            data=env.data,
+            artifacts=files,
+        )
         await self._notify_admins(env, text, reason)
 
     async def _notify_admins(self, env: Envelope, text: str, reason: str) -> None:

@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field
 
+from jetqueue import artifacts
 from jetqueue.control import Controller as Control
 from jetqueue.control import queue_info
 from jetqueue.errors import JetqueueError, JobNotFound, UnknownQueue
@@ -294,6 +295,25 @@ class MonitorController(Controller):
                 d["result"] = live.get("result")
         d["summary"] = summarize(d, state.catalog)
         return d
+
+    @get("/jobs/{job_id:str}/artifacts/{name:str}", guards=[viewer], summary="Download a file the job attached")
+    async def artifact(
+        self, job_id: FromPath[str], name: FromPath[str], request: Request[Any, Any, Any], state: State
+    ) -> Response[bytes]:
+        if not _payloads(request):
+            raise PermissionDeniedException("your role may not see job payloads or files")
+        found = await artifacts.get(_control(state).js, job_id, name)
+        if found is None:
+            raise NotFoundException(f"job {job_id!r} has no file {name!r}")
+        data, content_type = found
+        headers = {
+            # Snapshots are untrusted pages: no scripts, no requests, no same-origin access.
+            "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'inline; filename="{name}"',
+            "Cache-Control": "private, max-age=300",
+        }
+        return Response(data, media_type=content_type, headers=headers)
 
     @post("/jobs/{job_id:str}/retry", guards=[operator], status_code=200, summary="Retry a dead-lettered job")
     async def retry_job(

@@ -96,6 +96,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)  # orders out-of-order records
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    artifacts: Mapped[Any] = mapped_column(JSONType, nullable=True)  # [{name, content_type, size}]
 
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "job_id"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -111,6 +112,9 @@ async def report_generate(ctx: JobContext, s: Services) -> dict[str, Any]:
     content = await s.reports.render(report_type, rows, fmt)
     await ctx.progress(80)
     url = await s.reports.store(report_id, content, fmt)
+    if ctx.can_attach:
+        await ctx.attach("preview.html", _preview_html(report_type, rows), "text/html")
+        await ctx.attach("chart.svg", _chart_svg(rows), "image/svg+xml")
     await ctx.progress(100)
     return {
         "report_id": report_id,
@@ -120,6 +124,25 @@ async def report_generate(ctx: JobContext, s: Services) -> dict[str, Any]:
         "row_count": len(rows),
         "size_bytes": len(content),
     }
+
+
+def _preview_html(report_type: str, rows: list[Any]) -> bytes:
+    """A small static HTML snapshot of the first rows (shown sandboxed by the monitor)."""
+    body = "".join(f"<tr><td>{html.escape(str(r))}</td></tr>" for r in rows[:20])
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(report_type)}</title>"
+        f"<h1>{html.escape(report_type)}</h1><table>{body}</table>"
+    ).encode()
+
+
+def _chart_svg(rows: list[Any]) -> bytes:
+    """A bar per row (up to 12) sized by the row's position: a stand-in for a real chart."""
+    n = min(len(rows), 12) or 1
+    bars = "".join(
+        f'<rect x="{10 + i * 24}" y="{110 - (i + 1) * 8}" width="18" height="{(i + 1) * 8}" fill="#3b82f6"/>'
+        for i in range(n)
+    )
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="120">{bars}</svg>'.encode()
 
 
 async def cleanup_old_data(ctx: JobContext, s: Services) -> dict[str, Any]:
