@@ -80,7 +80,7 @@ async def test_sigterm_past_grace_releases_job_to_another_worker(
 async def test_job_whose_workers_keep_dying_is_dead_lettered(
     nc: NatsClient, catalog: Catalog, spawn_worker: Any
 ) -> None:
-    # max_stalled 0: the first lost lease is final. Worker b handles the advisory.
+    # max_stalled 0: the first lost lease is final.
     cat = catalog.replace(Q, ack_wait_s=1.0, max_stalled=0)
     await provision_queue(nc.jetstream(), cat.get(Q))
     client = JobClient(nc, cat)
@@ -89,6 +89,9 @@ async def test_job_whose_workers_keep_dying_is_dead_lettered(
     r = await client.enqueue(Q, "send", {**MAIL, "_simulate": {"sleep_ms": 5000}})
     await eventually(lambda: _is(client, r.job_id, JobStatus.ACTIVE), timeout=10)
     a.kill()
+    # No worker is alive when the lease runs out and the server gives up on the
+    # job: its advisory must wait (in JQ_ADVISORIES) for the next worker.
+    await asyncio.sleep(2.5)
     spawn_worker(Q, cat, JETQUEUE_WORKER_WORKER_ID="worker-b")
     await eventually(lambda: _is(client, r.job_id, JobStatus.FAILED), timeout=30, what="dead-lettered")
     st = await client.status(r.job_id)

@@ -141,6 +141,17 @@ def shared_stream_configs(replicas: int = 1) -> list[StreamConfig]:
             num_replicas=replicas,
         ),
         StreamConfig(
+            # Advisories are core NATS messages, lost when no worker listens
+            # (exactly when every worker of a queue died); a stream keeps them.
+            name=names.ADVISORIES_STREAM,
+            description="jetqueue: max-deliveries advisories of job consumers, until a worker handles them",
+            subjects=[names.MAX_DELIVERIES_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=float(7 * 86400),
+            num_replicas=replicas,
+        ),
+        StreamConfig(
             name=names.HEARTBEATS_STREAM,
             description="jetqueue worker heartbeats (last one per worker)",
             subjects=[f"{names.PREFIX}.hb.>"],
@@ -175,6 +186,16 @@ async def provision_queue(js: JetStreamContext, spec: QueueSpec) -> None:
     await _ensure_stream(js, job_stream_config(spec))
     for level in range(spec.priority_levels):
         await _ensure_consumer(js, spec.stream, level_consumer_config(spec, level))
+    await _ensure_consumer(
+        js,
+        names.ADVISORIES_STREAM,
+        ConsumerConfig(
+            durable_name=names.stalled_consumer(spec.name),
+            filter_subject=names.max_deliveries_advisory(spec.name),
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=60,
+        ),
+    )
 
 
 async def provision_shared(js: JetStreamContext, *, replicas: int = 1) -> None:

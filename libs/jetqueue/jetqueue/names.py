@@ -140,8 +140,13 @@ def kv_key(job_id: str) -> str:
     return job_id
 
 
-def advisory_queue_group(queue: str) -> str:
-    return f"jq-{queue}-advisories"
+ADVISORIES_STREAM = "JQ_ADVISORIES"
+MAX_DELIVERIES_ALL = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
+
+
+def stalled_consumer(queue: str) -> str:
+    """Durable consumer of a queue's max-deliveries advisories (kept in JQ_ADVISORIES)."""
+    return f"{queue}-stalled"
 
 
 ARTIFACTS_BUCKET = "jq-artifacts"

@@ -31,6 +31,7 @@ from jetqueue_monitor.ingest import Ingestor
 from jetqueue_monitor.live import MonitorMetrics, Sampler
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import Store
+from jetqueue_monitor.ui import ui_routes
 
 log = logging.getLogger("jetqueue.monitor")
 
@@ -161,7 +162,7 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
         max_age=12 * 3600,
     )
     return Litestar(
-        route_handlers=[MonitorController, login, logout, me, health, metrics],
+        route_handlers=[MonitorController, login, logout, me, health, metrics, *ui_routes()],
         lifespan=[lifespan],
         middleware=[session.middleware],
         state=State({"settings": settings, "catalog": catalog, "auth": auth, "store": store, "metrics": metrics_}),

@@ -1,8 +1,8 @@
 """The worker process: a FastStream app around :class:`~jetqueue_worker.runtime.Worker`.
 
 FastStream owns the process (signals, start-up/shut-down hooks, the NATS
-connection) and the core-NATS subscriptions: cancel requests and the
-max-deliveries advisory. Jobs are pulled by the runtime from the queue's
+connection) and the core-NATS subscription for cancel requests. Jobs (and
+the max-deliveries advisories kept in a stream) are pulled by the runtime from the queue's
 priority-level consumers, because FastStream 0.7 pulls one consumer per
 subscriber and cannot take the most urgent level first.
 """
@@ -58,11 +58,6 @@ def create_app(
     async def on_cancel(msg: NatsMessage) -> None:
         if (w := holder.get("worker")) is not None:
             await w.on_cancel(msg.body)
-
-    @broker.subscriber(names.max_deliveries_advisory(spec.name), queue=names.advisory_queue_group(spec.name))
-    async def on_max_deliveries(msg: NatsMessage) -> None:
-        if (w := holder.get("worker")) is not None:
-            await w.on_max_deliveries(msg.body)
 
     @app.after_startup
     async def start_worker() -> None:

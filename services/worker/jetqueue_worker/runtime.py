@@ -33,6 +33,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
 from jetqueue import artifacts, names, telemetry
@@ -123,7 +124,7 @@ class Worker:
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, *, own_subscriptions: bool = True) -> None:
-        """Start pulling. ``own_subscriptions=False`` when the app wires cancel/advisory handlers."""
+        """Start pulling. ``own_subscriptions=False`` when the app wires the cancel subscription."""
         for lvl in range(self.spec.priority_levels):
             p = Puller(
                 self.nc,
@@ -138,21 +139,17 @@ class Worker:
             async def on_cancel(m: Msg) -> None:
                 await self.on_cancel(m.data)
 
-            async def on_advisory(m: Msg) -> None:
-                await self.on_max_deliveries(m.data)
-
             self._cancel_sub = await self.nc.subscribe(names.cancel_subject(self.spec.name), cb=on_cancel)
-            self._advisory_sub = await self.nc.subscribe(
-                names.max_deliveries_advisory(self.spec.name),
-                queue=names.advisory_queue_group(self.spec.name),
-                cb=on_advisory,
-            )
+        self._advisory_sub = await self.js.pull_subscribe_bind(
+            names.stalled_consumer(self.spec.name), names.ADVISORIES_STREAM
+        )
         self.events.start()
         self._running = True
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="jq-fetch"),
             asyncio.create_task(self._lease_loop(), name="jq-lease"),
             asyncio.create_task(self._heartbeat_loop(), name="jq-heartbeat"),
+            asyncio.create_task(self._advisory_loop(), name="jq-advisories"),
         ]
         log.info("worker %s started on queue %s (concurrency %d)", self.worker_id, self.spec.name, self.concurrency)
 
@@ -187,9 +184,8 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for p in self._pullers:
             await p.stop()
-        for sub in (self._cancel_sub, self._advisory_sub):
-            if sub is not None:
-                await sub.unsubscribe()
+        if self._cancel_sub is not None:
+            await self._cancel_sub.unsubscribe()
         await self.events.stop()
         await self._send_heartbeat(status="OFFLINE")
         try:
@@ -278,6 +274,24 @@ class Worker:
                     await h.msg.in_progress()
                 except Exception as exc:
                     log.warning("lease renewal failed: %s", exc)
+
+    async def _advisory_loop(self) -> None:
+        """Dead-letter jobs that hit max_deliver; the advisories wait in a stream until a worker takes them."""
+        while True:
+            try:
+                msgs = await self._advisory_sub.fetch(10, timeout=self.idle_wait_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # fetch timeout (nothing to do) or NATS reconnecting
+                await asyncio.sleep(0.1)
+                continue
+            for m in msgs:
+                try:
+                    await self.on_max_deliveries(m.data)
+                    await m.ack()
+                except Exception as exc:
+                    log.warning("handling a max-deliveries advisory failed (%s); it will come back", exc)
+                    await _quiet(m.nak(delay=5))
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -638,8 +652,8 @@ class Worker:
             return
         try:
             m = await self.js.get_msg(self.spec.stream, seq)
-        except Exception:
-            return  # already gone
+        except NotFoundError:
+            return  # already gone (settled meanwhile, or handled by another worker)
         try:
             _q, kind, _lvl, token = names.parse_job_subject(m.subject or "")
             env = Envelope.from_bytes(

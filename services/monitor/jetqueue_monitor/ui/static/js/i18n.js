@@ -1,0 +1,223 @@
+// Korean and English strings and number/time formatting.
+
+const STRINGS = {
+  ko: {
+    app_title: '워커 모니터',
+    tab_overview: '개요', tab_queues: '큐', tab_jobs: '작업', tab_workers: '워커',
+    live: '실시간', reconnecting: '재연결 중…', offline: '연결 끊김',
+    updated: '갱신', logout: '로그아웃', language: 'English', language_label: 'Switch to English',
+    role_viewer: '조회자', role_operator: '운영자', role_admin: '관리자',
+    // login
+    login_title: '워커 모니터 로그인', username: '사용자 이름', password: '비밀번호', login: '로그인',
+    login_failed: '사용자 이름 또는 비밀번호가 올바르지 않습니다.',
+    // overview
+    kpi_online_workers: '온라인 워커', kpi_waiting: '대기', kpi_delayed: '지연', kpi_failed_24h: '실패 (24시간)',
+    kpi_success_rate: '성공률 (24시간)', kpi_duration: '처리 시간 평균 / P95',
+    kpi_active: '실행 중 {n}', kpi_dlq: '실패 보관함 {n}', kpi_completed: '완료 {n}', kpi_scheduled: '예약·재시도 대기',
+    kpi_workers_hint: '하트비트 기준', kpi_duration_hint: '최근 24시간',
+    incidents_title: '현재 이상 징후 {n}건', no_incidents: '이상 징후 없음 — 모든 큐가 정상입니다.',
+    open: '열기', severity_critical: '심각', severity_warning: '경고',
+    // queues
+    col_queue: '큐', col_status: '상태', col_waiting: '대기', col_active: '실행', col_delayed: '지연', col_failed: '실패',
+    col_throughput: '처리량', col_workers: '워커', col_last_processed: '마지막 처리',
+    per_min: '{n}/분', status_Running: '실행 중', status_Paused: '일시정지', status_Degraded: '성능 저하',
+    paused_until: '{t}까지', trend_title: '최근 1시간 추이', trend_empty: '아직 수집된 샘플이 없습니다.',
+    throughput_title: '분당 완료', top_errors: '주요 오류 (24시간)', no_errors: '최근 24시간 동안 실패 없음',
+    actions: '조치', pause: '일시정지', pause_until: '재개 시각 (선택)', resume: '재개', retry_failed: '실패 작업 재시도',
+    drain: '대기열 비우기', clean: '실패 기록 정리', admin_only: '대기열 비우기·정리는 관리자만 할 수 있습니다.',
+    viewer_no_actions: '조회 권한으로는 조치를 실행할 수 없습니다.',
+    close: '닫기', back: '뒤로', view_jobs: '이 큐의 작업 보기', view_failed: '실패 작업 보기', view_workers: '이 큐의 워커 보기',
+    paused_ok: '{q} 큐를 일시정지했습니다.', resumed_ok: '{q} 큐를 재개했습니다.',
+    retried_ok: '실패 작업 {n}개를 다시 대기열에 넣었습니다.', drained_ok: '대기 작업 {n}개를 삭제했습니다.',
+    cleaned_ok: '기록 {n}개를 정리했습니다.',
+    confirm_retry_failed: '{q} 큐의 실패 작업 {n}개를 다시 대기열에 넣습니다.',
+    lag: '가장 오래 기다린 작업 {t}',
+    // jobs
+    filter_queue: '큐', filter_status: '상태', filter_type: '작업 유형', filter_user: '사용자', filter_range: '기간',
+    search: '작업 ID 또는 오류 내용 검색', all: '전체', clear_filters: '필터 초기화', live_updates: '실시간 갱신',
+    range_15m: '최근 15분', range_1h: '최근 1시간', range_6h: '최근 6시간', range_24h: '최근 24시간', range_7d: '최근 7일',
+    col_type: '유형', col_user: '사용자', col_attempts: '시도', col_duration: '소요', col_error: '오류', col_created: '생성',
+    no_jobs: '조건에 맞는 작업이 없습니다.', load_more: '이전 작업 더 보기', jobs_count: '작업 {n}개',
+    jobs_note: '목록에는 한 번 이상 실행된 작업만 표시됩니다.',
+    js_scheduled: '예약', js_waiting: '대기', js_active: '실행 중', js_completed: '완료', js_failed: '실패', js_cancelled: '취소',
+    // drawer
+    summary: '요약', raw_error: '원본 오류', attempts_history: '시도 기록', artifacts: '첨부 파일',
+    data: '입력 데이터', result: '결과', payload_hidden: '현재 역할로는 작업 데이터와 첨부 파일을 볼 수 없습니다.',
+    f_queue: '큐', f_type: '유형', f_user: '사용자', f_attempts: '시도', f_worker: '워커', f_duration: '소요 시간',
+    f_created: '생성', f_started: '시작', f_finished: '종료', f_progress: '진행률', f_job_id: '작업 ID',
+    attempt_n: '#{n}', no_attempts: '아직 실행된 시도가 없습니다.', retry: '재시도', cancel_job: '작업 취소',
+    confirm_retry_job: '이 작업을 다시 대기열에 넣습니다.', confirm_cancel_job: '이 작업을 취소합니다. 실행 중이면 워커에 중단을 요청합니다.',
+    retry_ok: '작업을 다시 대기열에 넣었습니다.', cancel_ok: '작업을 취소했습니다.', open_raw: '새 탭에서 열기',
+    snapshot_note: 'HTML 스냅샷은 스크립트 없이 격리된 틀 안에서 표시됩니다.', download: '내려받기',
+    // workers
+    col_worker: '워커', col_host: '호스트', col_pid: 'PID', col_version: '버전', col_processed: '처리', col_heartbeat: '마지막 하트비트',
+    col_uptime: '가동 시간', no_workers: '등록된 워커가 없습니다.', ws_ONLINE: '온라인', ws_OFFLINE: '오프라인', ws_DEGRADED: '성능 저하',
+    // dialogs
+    danger_title: '위험한 작업', cannot_undo: '이 작업은 취소할 수 없습니다.', affected: '영향 받는 작업',
+    type_to_confirm: '확인하려면 {w}을(를) 입력하세요', reason: '사유 (감사 기록에 남습니다, 선택)', cancel: '취소', confirm: '확인',
+    include_delayed: '지연(예약) 작업도 함께 삭제', clean_state: '정리할 기록', clean_failed: '실패 (실패 보관함)',
+    clean_completed: '완료', expired: '확인 시간이 지나 다시 계산했습니다. 다시 입력하세요.',
+    drain_what: '{q} 큐의 대기 작업을 모두 삭제합니다.', clean_what: '{q} 큐의 기록을 삭제합니다.',
+    error: '오류', forbidden: '권한이 없습니다: {d}', failed_request: '요청 실패: {d}',
+    kbd_hint: '단축키: 1–4 탭 이동 · / 검색 · Esc 닫기',
+  },
+  en: {
+    app_title: 'Worker Monitor',
+    tab_overview: 'Overview', tab_queues: 'Queues', tab_jobs: 'Jobs', tab_workers: 'Workers',
+    live: 'Live', reconnecting: 'Reconnecting…', offline: 'Disconnected',
+    updated: 'Updated', logout: 'Log out', language: '한국어', language_label: '한국어로 보기',
+    role_viewer: 'Viewer', role_operator: 'Operator', role_admin: 'Admin',
+    login_title: 'Sign in to Worker Monitor', username: 'Username', password: 'Password', login: 'Sign in',
+    login_failed: 'Wrong username or password.',
+    kpi_online_workers: 'Online workers', kpi_waiting: 'Waiting', kpi_delayed: 'Delayed', kpi_failed_24h: 'Failed (24 h)',
+    kpi_success_rate: 'Success rate (24 h)', kpi_duration: 'Duration avg / p95',
+    kpi_active: '{n} active', kpi_dlq: '{n} in dead-letter', kpi_completed: '{n} completed', kpi_scheduled: 'scheduled or awaiting retry',
+    kpi_workers_hint: 'by heartbeat', kpi_duration_hint: 'last 24 h',
+    incidents_title: '{n} open incident(s)', no_incidents: 'No incidents — every queue looks healthy.',
+    open: 'Open', severity_critical: 'Critical', severity_warning: 'Warning',
+    col_queue: 'Queue', col_status: 'Status', col_waiting: 'Waiting', col_active: 'Active', col_delayed: 'Delayed', col_failed: 'Failed',
+    col_throughput: 'Throughput', col_workers: 'Workers', col_last_processed: 'Last processed',
+    per_min: '{n}/min', status_Running: 'Running', status_Paused: 'Paused', status_Degraded: 'Degraded',
+    paused_until: 'until {t}', trend_title: 'Last hour', trend_empty: 'No samples collected yet.',
+    throughput_title: 'Completed per minute', top_errors: 'Top error reasons (24 h)', no_errors: 'No failures in the last 24 h',
+    actions: 'Actions', pause: 'Pause', pause_until: 'Resume at (optional)', resume: 'Resume', retry_failed: 'Retry failed',
+    drain: 'Drain', clean: 'Clean failed', admin_only: 'Drain and Clean are for admins.',
+    viewer_no_actions: 'Your role can look but not act.',
+    close: 'Close', back: 'Back', view_jobs: 'Jobs of this queue', view_failed: 'Failed jobs', view_workers: 'Workers of this queue',
+    paused_ok: 'Paused {q}.', resumed_ok: 'Resumed {q}.',
+    retried_ok: 'Moved {n} failed job(s) back to waiting.', drained_ok: 'Removed {n} waiting job(s).',
+    cleaned_ok: 'Removed {n} record(s).',
+    confirm_retry_failed: 'Move the {n} failed job(s) of {q} back to waiting.',
+    lag: 'oldest waiting {t}',
+    filter_queue: 'Queue', filter_status: 'Status', filter_type: 'Job type', filter_user: 'User', filter_range: 'Time range',
+    search: 'Search job id or error text', all: 'All', clear_filters: 'Clear filters', live_updates: 'Live',
+    range_15m: 'Last 15 min', range_1h: 'Last hour', range_6h: 'Last 6 h', range_24h: 'Last 24 h', range_7d: 'Last 7 days',
+    col_type: 'Type', col_user: 'User', col_attempts: 'Attempts', col_duration: 'Duration', col_error: 'Error', col_created: 'Created',
+    no_jobs: 'No jobs match these filters.', load_more: 'Load older jobs', jobs_count: '{n} jobs',
+    jobs_note: 'The list holds jobs that have run at least once.',
+    js_scheduled: 'Scheduled', js_waiting: 'Waiting', js_active: 'Active', js_completed: 'Completed', js_failed: 'Failed', js_cancelled: 'Cancelled',
+    summary: 'Summary', raw_error: 'Raw error', attempts_history: 'Attempts', artifacts: 'Artifacts',
+    data: 'Input data', result: 'Result', payload_hidden: 'Your role cannot see job data or files.',
+    f_queue: 'Queue', f_type: 'Type', f_user: 'User', f_attempts: 'Attempts', f_worker: 'Worker', f_duration: 'Duration',
+    f_created: 'Created', f_started: 'Started', f_finished: 'Finished', f_progress: 'Progress', f_job_id: 'Job id',
+    attempt_n: '#{n}', no_attempts: 'No attempt has run yet.', retry: 'Retry', cancel_job: 'Cancel job',
+    confirm_retry_job: 'Put this job back in the queue.', confirm_cancel_job: 'Cancel this job. A running job is asked to stop.',
+    retry_ok: 'The job is waiting again.', cancel_ok: 'The job was cancelled.', open_raw: 'Open in a new tab',
+    snapshot_note: 'HTML snapshots are shown in a sandboxed frame, without scripts.', download: 'Download',
+    col_worker: 'Worker', col_host: 'Host', col_pid: 'PID', col_version: 'Version', col_processed: 'Processed', col_heartbeat: 'Last heartbeat',
+    col_uptime: 'Uptime', no_workers: 'No workers have reported.', ws_ONLINE: 'Online', ws_OFFLINE: 'Offline', ws_DEGRADED: 'Degraded',
+    danger_title: 'Dangerous action', cannot_undo: 'This cannot be undone.', affected: 'Jobs affected',
+    type_to_confirm: 'Type {w} to confirm', reason: 'Reason (kept in the audit log, optional)', cancel: 'Cancel', confirm: 'Confirm',
+    include_delayed: 'Also remove delayed (scheduled) jobs', clean_state: 'Records to remove', clean_failed: 'Failed (dead-letter)',
+    clean_completed: 'Completed', expired: 'The confirmation expired; the count was refreshed. Type the word again.',
+    drain_what: 'Removes every waiting job of {q}.', clean_what: 'Removes job records of {q}.',
+    error: 'Error', forbidden: 'Not allowed: {d}', failed_request: 'Request failed: {d}',
+    kbd_hint: 'Keys: 1–4 tabs · / search · Esc close',
+  },
+};
+
+const KEY = 'jq-monitor-lang';
+let lang = pick();
+
+function pick() {
+  try {
+    const saved = localStorage.getItem(KEY);
+    if (saved === 'ko' || saved === 'en') return saved;
+  } catch { /* storage may be off */ }
+  const nav = (navigator.languages && navigator.languages[0]) || navigator.language || 'ko';
+  return nav.toLowerCase().startsWith('ko') ? 'ko' : 'en';
+}
+
+export function getLang() {
+  return lang;
+}
+
+export function setLang(value) {
+  lang = value === 'en' ? 'en' : 'ko';
+  try { localStorage.setItem(KEY, lang); } catch { /* ignore */ }
+  document.documentElement.lang = lang;
+}
+
+/** t('key', {n: 3}) → the string in the current language with {n} filled in. */
+export function t(key, vars) {
+  const table = STRINGS[lang];
+  let out = table[key] ?? STRINGS.en[key] ?? key;
+  if (vars) for (const [k, v] of Object.entries(vars)) out = out.replaceAll(`{${k}}`, String(v));
+  return out;
+}
+
+/** Pick the current language from a {ko, en} object (the API's summaries and messages). */
+export function pickLang(obj) {
+  if (!obj) return '';
+  return obj[lang] ?? obj.en ?? obj.ko ?? '';
+}
+
+const locale = () => (lang === 'ko' ? 'ko-KR' : 'en-GB');
+
+export function num(n) {
+  if (n === null || n === undefined) return '–';
+  return new Intl.NumberFormat(locale()).format(n);
+}
+
+export function pct(n) {
+  if (n === null || n === undefined) return '–';
+  return `${new Intl.NumberFormat(locale(), { maximumFractionDigits: 1 }).format(n)}%`;
+}
+
+/** 850 → "850 ms", 1234 → "1.2 s", 95000 → "1 min 35 s". */
+export function duration(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const sec = ms / 1000;
+  if (sec < 60) return `${sec < 10 ? sec.toFixed(1) : Math.round(sec)} s`;
+  return span(sec);
+}
+
+/** Seconds → "3 h 5 min", "2 d 4 h" (Korean: "3시간 5분"). */
+export function span(sec) {
+  if (sec === null || sec === undefined) return '–';
+  const u = lang === 'ko' ? { d: '일', h: '시간', m: '분', s: '초' } : { d: ' d', h: ' h', m: ' min', s: ' s' };
+  const sep = lang === 'ko' ? ' ' : ' ';
+  sec = Math.max(0, Math.round(sec));
+  const d = Math.floor(sec / 86400), hr = Math.floor((sec % 86400) / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
+  if (d) return `${d}${u.d}${hr ? sep + hr + u.h : ''}`;
+  if (hr) return `${hr}${u.h}${m ? sep + m + u.m : ''}`;
+  if (m) return `${m}${u.m}${s && m < 10 ? sep + s + u.s : ''}`;
+  return `${s}${u.s}`;
+}
+
+/** "3분 전" / "3 min ago". */
+export function ago(iso) {
+  if (!iso) return '–';
+  const diff = (new Date(iso).getTime() - Date.now()) / 1000;
+  const rtf = new Intl.RelativeTimeFormat(locale(), { numeric: 'auto', style: 'short' });
+  const a = Math.abs(diff);
+  if (a < 45) return rtf.format(Math.round(diff), 'second');
+  if (a < 2700) return rtf.format(Math.round(diff / 60), 'minute');
+  if (a < 64800) return rtf.format(Math.round(diff / 3600), 'hour');
+  return rtf.format(Math.round(diff / 86400), 'day');
+}
+
+/** Absolute local time for titles and the drawer. */
+export function when(iso) {
+  if (!iso) return '–';
+  return new Intl.DateTimeFormat(locale(), { dateStyle: 'medium', timeStyle: 'medium' }).format(new Date(iso));
+}
+
+export function clock(iso) {
+  if (!iso) return '–';
+  return new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(new Date(iso));
+}
+
+export function bytes(n) {
+  if (n === null || n === undefined) return '';
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** The queue's label in the current language (Korean label from the catalog, English fallback). */
+export function queueLabel(q) {
+  if (!q) return '';
+  return (lang === 'ko' ? q.display_name : q.display_name_en) || q.display_name || q.name;
+}
