@@ -27,17 +27,28 @@ VALID: dict[str, dict[str, Any]] = {
     "ei-update": {"fleet_id": "F-1", "new_ei": 155},
     "proposal-ranking": {"bid_id": "B-1"},
     "order-status-update": {"order_id": "O-1", "status": "dispatched"},
-    "notification-send": {"user_id": "u1", "type": "BID", "title": "입찰", "message": "새 제안", "send_email": True,
-                          "related_entity_type": "bid", "related_entity_id": "B-1"},
+    "notification-send": {
+        "user_id": "u1",
+        "type": "BID",
+        "title": "입찰",
+        "message": "새 제안",
+        "send_email": True,
+        "related_entity_type": "bid",
+        "related_entity_id": "B-1",
+    },
     "audit-log": {"action": "update", "entity_type": "fleet", "entity_id": "F-1"},
     "analytics-aggregate": {"aggregation_type": "daily", "date": "2024-05-01"},
     "data-dtg-sync": {"vehicle_id": "V-7"},
-    "dispatch-optimize": {"batch_id": "BA-1", "orders": [{"order_id": f"O-{i}"} for i in range(4)],
-                          "optimization_goals": {"minimize": "cost"}},
+    "dispatch-optimize": {
+        "batch_id": "BA-1",
+        "orders": [{"order_id": f"O-{i}"} for i in range(4)],
+        "optimization_goals": {"minimize": "cost"},
+    },
     "report-generate": {"report_type": "fleet-ei", "format": "csv"},
     "email-send": {"to": "a@example.com", "subject": "안녕", "body": "본문"},
-    "cleanup-old-data": {"retention_days": {"api_logs": 90, "ei_history": 730, "notifications": 180,
-                                            "completed_jobs": 30}},
+    "cleanup-old-data": {
+        "retention_days": {"api_logs": 90, "ei_history": 730, "notifications": 180, "completed_jobs": 30}
+    },
 }
 
 KEYS: dict[str, set[str]] = {
@@ -55,11 +66,21 @@ KEYS: dict[str, set[str]] = {
 }
 
 REQUIRED = [
-    ("ei-update", "fleet_id"), ("ei-update", "new_ei"), ("proposal-ranking", "bid_id"),
-    ("order-status-update", "order_id"), ("order-status-update", "status"), ("notification-send", "user_id"),
-    ("notification-send", "title"), ("audit-log", "action"), ("analytics-aggregate", "aggregation_type"),
-    ("data-dtg-sync", "vehicle_id"), ("dispatch-optimize", "batch_id"), ("dispatch-optimize", "orders"),
-    ("report-generate", "report_type"), ("email-send", "to"), ("cleanup-old-data", "retention_days"),
+    ("ei-update", "fleet_id"),
+    ("ei-update", "new_ei"),
+    ("proposal-ranking", "bid_id"),
+    ("order-status-update", "order_id"),
+    ("order-status-update", "status"),
+    ("notification-send", "user_id"),
+    ("notification-send", "title"),
+    ("audit-log", "action"),
+    ("analytics-aggregate", "aggregation_type"),
+    ("data-dtg-sync", "vehicle_id"),
+    ("dispatch-optimize", "batch_id"),
+    ("dispatch-optimize", "orders"),
+    ("report-generate", "report_type"),
+    ("email-send", "to"),
+    ("cleanup-old-data", "retention_days"),
 ]
 
 
@@ -177,8 +198,14 @@ async def test_notification_emails_and_admin_alert() -> None:
     assert result["email_sent"] is True
     sent = run.services.email.sent  # type: ignore[attr-defined]
     assert sent[0]["to"] == "u1@example.com" and sent[0]["action_url"].endswith("/bid/B-1")
-    alert = {"type": "JOB_FAILED", "severity": "HIGH", "title": "Job Failed: x", "message": "boom",
-             "details": {"job_id": "j", "data": {"_simulate": {"fail": True}}}, "audience": "admins"}
+    alert = {
+        "type": "JOB_FAILED",
+        "severity": "HIGH",
+        "title": "Job Failed: x",
+        "message": "boom",
+        "details": {"job_id": "j", "data": {"_simulate": {"fail": True}}},
+        "audience": "admins",
+    }
     out = await run("notification-send", alert, name="admin-alert")
     assert out["audience"] == "admins" and len(out["notification_ids"]) == 2
     assert out["notification_id"] == out["notification_ids"][0]

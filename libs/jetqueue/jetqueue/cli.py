@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_cmd(args)
     try:
-        return asyncio.run(args.fn(args))
+        return int(asyncio.run(args.fn(args)))
     except (UnknownQueue, JobNotFound, ScheduleNotFound) as exc:
         print(f"jetqueue: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND

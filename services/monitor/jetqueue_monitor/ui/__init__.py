@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
@@ -41,11 +42,18 @@ def ui_routes() -> list[Any]:
     """The page (one per tab, so a shared link opens the right tab), its assets, and ``/`` → the page."""
     index = (Path(__file__).parent / "index.html").read_bytes()
 
-    @get([PAGE_PATH, PAGE_PATH + "/{tab:str}"], include_in_schema=False, name="ui-page")
-    async def page(tab: str | None = None) -> Response[bytes]:
-        if tab is not None and tab not in TABS:
-            raise NotFoundException(f"no such tab {tab!r}")
+    def html() -> Response[bytes]:
         return Response(index, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    @get(PAGE_PATH, include_in_schema=False, name="ui-page")
+    async def page() -> Response[bytes]:
+        return html()
+
+    @get(PAGE_PATH + "/{tab:str}", include_in_schema=False, name="ui-tab")
+    async def tab_page(tab: FromPath[str]) -> Response[bytes]:
+        if tab not in TABS:
+            raise NotFoundException(f"no such tab {tab!r}")
+        return html()
 
     @get("/", include_in_schema=False, name="ui-root")
     async def root() -> Redirect:
@@ -58,4 +66,4 @@ def ui_routes() -> list[Any]:
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
     )
-    return [page, root, assets]
+    return [page, tab_page, root, assets]

@@ -14,7 +14,7 @@ const STRINGS = {
     kpi_online_workers: '온라인 워커', kpi_waiting: '대기', kpi_delayed: '지연', kpi_failed_24h: '실패 (24시간)',
     kpi_success_rate: '성공률 (24시간)', kpi_duration: '처리 시간 평균 / P95',
     kpi_active: '실행 중 {n}', kpi_dlq: '실패 보관함 {n}', kpi_completed: '완료 {n}', kpi_scheduled: '예약·재시도 대기',
-    kpi_workers_hint: '하트비트 기준', kpi_duration_hint: '최근 24시간',
+    kpi_workers_hint: '하트비트 기준', kpi_p95: 'P95 {d} · 최근 24시간',
     incidents_title: '현재 이상 징후 {n}건', no_incidents: '이상 징후 없음 — 모든 큐가 정상입니다.',
     open: '열기', severity_critical: '심각', severity_warning: '경고',
     // queues
@@ -72,7 +72,7 @@ const STRINGS = {
     kpi_online_workers: 'Online workers', kpi_waiting: 'Waiting', kpi_delayed: 'Delayed', kpi_failed_24h: 'Failed (24 h)',
     kpi_success_rate: 'Success rate (24 h)', kpi_duration: 'Duration avg / p95',
     kpi_active: '{n} active', kpi_dlq: '{n} in dead-letter', kpi_completed: '{n} completed', kpi_scheduled: 'scheduled or awaiting retry',
-    kpi_workers_hint: 'by heartbeat', kpi_duration_hint: 'last 24 h',
+    kpi_workers_hint: 'by heartbeat', kpi_p95: 'p95 {d} · last 24 h',
     incidents_title: '{n} open incident(s)', no_incidents: 'No incidents — every queue looks healthy.',
     open: 'Open', severity_critical: 'Critical', severity_warning: 'Warning',
     col_queue: 'Queue', col_status: 'Status', col_waiting: 'Waiting', col_active: 'Active', col_delayed: 'Delayed', col_failed: 'Failed',
@@ -177,12 +177,11 @@ export function duration(ms) {
 export function span(sec) {
   if (sec === null || sec === undefined) return '–';
   const u = lang === 'ko' ? { d: '일', h: '시간', m: '분', s: '초' } : { d: ' d', h: ' h', m: ' min', s: ' s' };
-  const sep = lang === 'ko' ? ' ' : ' ';
   sec = Math.max(0, Math.round(sec));
   const d = Math.floor(sec / 86400), hr = Math.floor((sec % 86400) / 3600), m = Math.floor((sec % 3600) / 60), s = sec % 60;
-  if (d) return `${d}${u.d}${hr ? sep + hr + u.h : ''}`;
-  if (hr) return `${hr}${u.h}${m ? sep + m + u.m : ''}`;
-  if (m) return `${m}${u.m}${s && m < 10 ? sep + s + u.s : ''}`;
+  if (d) return `${d}${u.d}${hr ? ' ' + hr + u.h : ''}`;
+  if (hr) return `${hr}${u.h}${m ? ' ' + m + u.m : ''}`;
+  if (m) return `${m}${u.m}${s && m < 10 ? ' ' + s + u.s : ''}`;
   return `${s}${u.s}`;
 }
 
