@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 from pydantic import ValidationError
 
 from jetqueue.errors import JetqueueError
+from jetqueue.logs import setup_logging
 
 
 async def _preflight(settings: object) -> None:
@@ -31,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"jetqueue-monitor: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    setup_logging(settings.log_level)
     try:
         if args[:1] == ["migrate"]:
             migrate_blocking(settings.database_url)

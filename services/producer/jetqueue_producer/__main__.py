@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from jetqueue.errors import JetqueueError
+from jetqueue.logs import setup_logging
 
 if TYPE_CHECKING:
     from jetqueue.catalog import Catalog
@@ -44,10 +44,7 @@ def main() -> int:
     except JetqueueError as exc:
         print(f"jetqueue-producer: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    setup_logging(settings.log_level)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False)
     return 0
 

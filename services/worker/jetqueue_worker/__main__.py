@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from pydantic import ValidationError
 
 from jetqueue.errors import JetqueueError
+from jetqueue.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"jetqueue-worker: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    setup_logging(settings.log_level)
     if not settings.queue:
         print("jetqueue-worker: no queue given (--queue or JETQUEUE_WORKER_QUEUE)", file=sys.stderr)
         return 2

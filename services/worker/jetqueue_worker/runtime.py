@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
-from jetqueue import artifacts, names, telemetry
+from jetqueue import artifacts, logs, names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient
 from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
@@ -369,14 +369,8 @@ class Worker:
                 await self._dead_letter_malformed(msg, str(exc))
                 return
             h.job_id = env.id
-            if meta.num_delivered > 1:
-                self.metrics.stalled.labels(self.spec.name).inc()
-                self._record(
-                    EventType.STALLED,
-                    env,
-                    error=f"redelivered (delivery {meta.num_delivered}) after a worker lost its lease",
-                )
-            await self._execute(h, env)
+            with logs.job_context(job_id=env.id, queue=env.queue, attempt=env.attempt, worker=self.worker_id):
+                await self._begin(h, env, meta.num_delivered)
         except asyncio.CancelledError:
             if h.releasing:
                 await _quiet(msg.nak())
@@ -385,6 +379,17 @@ class Worker:
             log.exception("settling job %s failed; it will be redelivered after ack_wait", h.job_id)
         finally:
             self._done(h)
+
+    async def _begin(self, h: Held, env: Envelope, num_delivered: int) -> None:
+        if num_delivered > 1:
+            self.metrics.stalled.labels(self.spec.name).inc()
+            self._record(
+                EventType.STALLED,
+                env,
+                error=f"redelivered (delivery {num_delivered}) after a worker lost its lease",
+            )
+            log.warning("job redelivered (delivery %d) after a worker lost its lease", num_delivered)
+        await self._execute(h, env)
 
     async def _execute(self, h: Held, env: Envelope) -> None:
         msg = h.msg
@@ -433,6 +438,9 @@ class Worker:
             kind=trace.SpanKind.CONSUMER,
             attributes={"jetqueue.job_id": env.id, "jetqueue.attempt": env.attempt, "messaging.system": "nats"},
         ) as span:
+            sc = span.get_span_context()
+            if sc.is_valid:
+                logs.bind(trace_id=format(sc.trace_id, "032x"))
             try:
                 if fn is None:
                     raise PermanentError(f"no processor registered for job {env.name!r} on queue {self.spec.name}")
@@ -462,6 +470,8 @@ class Worker:
                 ),
                 self.spec.retention_s,
             )
+            log.debug("job completed in %d ms", duration)
+            log.debug("job completed in %d ms", duration)
             self._record(
                 EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.extra.get("artifacts")
             )
@@ -520,6 +530,9 @@ class Worker:
             if h.msg.headers and k in h.msg.headers:
                 headers[k] = h.msg.headers[k]
         await self.js.publish(names.sched_subject(env.queue, env.id), env.to_bytes(), headers=headers)
+        log.warning(
+            "job attempt %d of %d failed (%s); retry in %.1fs", failed_attempt, env.attempts, text, delay_ms / 1000
+        )
         self.metrics.retried.labels(env.queue, env.name).inc()
         st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
         st.attempt = failed_attempt
@@ -564,6 +577,7 @@ class Worker:
         if msg is not None:
             headers[H_ORIGINAL_SUBJECT] = msg.subject
         await self.js.publish(names.dlq_subject(env.queue, env.id), env.to_bytes(), headers=headers)
+        log.error("job dead-lettered (%s) after attempt %d of %d: %s", reason, env.attempt, env.attempts, text)
         self.failed += 1
         self.metrics.failed.labels(env.queue, env.name).inc()
         await self._write_state(
