@@ -316,6 +316,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--queues", default=None, help="comma-separated queues to run workers for (default all)")
     run.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = until Ctrl-C)")
 
+    p = sub.add_parser("asyncapi", help="print the AsyncAPI document of every subject")
+    p.set_defaults(fn=None)
+
     p = sub.add_parser("enqueue", parents=[common], help="enqueue a job")
     p.add_argument("queue")
     p.add_argument("name", help="job name (type)")
@@ -380,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         from jetqueue.localrun import run as run_cmd
 
         return run_cmd(args)
+    if args.command == "asyncapi":
+        from jetqueue.asyncapi import render
+
+        sys.stdout.write(render())
+        return 0
     try:
         return int(asyncio.run(args.fn(args)))
     except (UnknownQueue, JobNotFound, ScheduleNotFound) as exc:
