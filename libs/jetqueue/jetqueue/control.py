@@ -27,7 +27,7 @@ from jetqueue import names
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.client import H_MSG_ID, JobClient
 from jetqueue.errors import ConflictError, JetqueueError, JobNotFound
-from jetqueue.job import Envelope, JobState, now_ms
+from jetqueue.job import Envelope, JobState, now_ms, validate_job_id
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,7 @@ async def retry_job(js: JetStreamContext, catalog: Catalog, job_id: str) -> dict
     Raises:
         JobNotFound: the job is not in the dead-letter stream.
     """
+    validate_job_id(job_id)  # a wildcard here would match another job
     try:
         msg = await js.get_last_msg(names.DLQ_STREAM, f"{names.PREFIX}.dlq.*.{job_id}")
     except NotFoundError as exc:

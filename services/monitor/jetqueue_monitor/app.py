@@ -138,10 +138,12 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
         if ingestor is not None:
             await ingestor.start()
         sampler.start()
-        house = asyncio.create_task(_housekeeping(store, settings))
+        stop_house = asyncio.Event()
+        house = asyncio.create_task(_housekeeping(store, settings, stop_house))
         try:
             yield
         finally:
+            stop_house.set()
             house.cancel()
             await asyncio.gather(house, return_exceptions=True)
             await sampler.stop()
@@ -178,8 +180,8 @@ def _key(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()  # AES-256 key for the session cookie
 
 
-async def _housekeeping(store: Store, settings: MonitorSettings) -> None:
-    while True:
+async def _housekeeping(store: Store, settings: MonitorSettings, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         try:
             await store.refresh_worker_statuses(
                 offline_after_s=settings.offline_after_s,
@@ -189,4 +191,7 @@ async def _housekeeping(store: Store, settings: MonitorSettings) -> None:
             await store.expire()
         except Exception as exc:
             log.warning("housekeeping failed: %s", exc)
-        await asyncio.sleep(min(5.0, settings.offline_after_s / 3))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=min(5.0, settings.offline_after_s / 3))
+        except TimeoutError:
+            pass

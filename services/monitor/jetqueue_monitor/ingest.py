@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -61,6 +62,7 @@ class Ingestor:
         self.retry_max_s = retry_max_s
         self.stats = IngestStats()
         self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -86,6 +88,7 @@ class Ingestor:
                 max_ack_pending=1000,
             )
             sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=cfg)
+            self._subs.append(sub)
             self._tasks.append(asyncio.create_task(self._loop(source, sub, handler), name=f"ingest-{source}"))
 
     async def stop(self) -> None:
@@ -94,6 +97,13 @@ class Ingestor:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        # Open pull subscriptions would hold up the connection's drain for its whole timeout.
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._subs.clear()
 
     async def _loop(self, source: str, sub: object, handler: Handler) -> None:
         delay = 0.5

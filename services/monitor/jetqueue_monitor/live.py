@@ -70,6 +70,7 @@ class Sampler:
         self.snapshot = Snapshot()
         self.totals = ingest_totals if ingest_totals is not None else {}
         self._task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     async def sample_once(self, *, persist: bool = True) -> Snapshot:
         snap = Snapshot(at=time.time())
@@ -111,11 +112,17 @@ class Sampler:
         self._task = asyncio.create_task(self._run(), name="monitor-sampler")
 
     async def _run(self) -> None:
-        while True:
+        # A flag as well as cancellation: asyncio.wait_for inside nats-py can
+        # swallow a cancel that lands just as a reply arrives (Python 3.11).
+        while not self._stopped.is_set():
             await self.sample_once()
-            await asyncio.sleep(self.interval_s)
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout=self.interval_s)
+            except TimeoutError:
+                pass
 
     async def stop(self) -> None:
+        self._stopped.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

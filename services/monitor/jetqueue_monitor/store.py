@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -289,7 +289,14 @@ class Store:
             "updated_at": now,
         }
         stmt = self._insert(WorkerHeartbeat).values(**values)
-        upd = {k: stmt.excluded[k] for k in values if k not in ("worker_id", "created_at")}
+        upd: dict[str, Any] = {k: stmt.excluded[k] for k in values if k not in ("worker_id", "created_at")}
+        # A beat proves the worker is alive, not that it is healthy: DEGRADED
+        # stays until housekeeping re-evaluates the worker's recent failures.
+        upd["status"] = case(
+            (stmt.excluded.reported_status == "OFFLINE", WorkerStatus.OFFLINE.value),
+            (WorkerHeartbeat.status == WorkerStatus.DEGRADED.value, WorkerStatus.DEGRADED.value),
+            else_=WorkerStatus.ONLINE.value,
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=["worker_id"],
             set_=upd,

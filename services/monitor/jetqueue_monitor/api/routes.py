@@ -55,7 +55,7 @@ class DangerIn(BaseModel):
 
 class CleanIn(DangerIn):
     state: Literal["failed", "completed"] = "failed"
-    older_than_s: float = Field(default=0, ge=0)
+    older_than_s: float = Field(default=0, ge=0, le=10 * 365 * 86400)
 
 
 def _principal(request: Request[Any, Any, Any]) -> Principal:

@@ -1,0 +1,414 @@
+"""The monitor API's role matrix, bad input on every mutating endpoint, and the SSE stream.
+
+Real nats-server and a real HTTP server (uvicorn on a loopback port: Litestar's
+test client buffers whole responses, so it cannot read an endless SSE stream).
+The store is SQLite only here: roles do not depend on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from litestar import Litestar
+from nats.aio.client import Client as NatsClient
+
+from jetqueue import artifacts, names
+from jetqueue.catalog import Catalog
+from jetqueue.client import JobClient
+from jetqueue.control import H_ERROR, H_REASON
+from jetqueue.settings import CommonSettings
+from jetqueue_monitor.app import create_app
+from jetqueue_monitor.settings import MonitorSettings
+
+Q = "email-send"
+BASE = "/admin/worker-monitor"
+TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
+HEADERS: dict[str, dict[str, str]] = {
+    "anonymous": {},
+    "bad-token": {"Authorization": "Bearer not-a-token"},
+    "viewer": {"Authorization": "Bearer viewer-token"},
+    "operator": {"Authorization": "Bearer op-token"},
+    "admin": {"Authorization": "Bearer admin-token"},
+}
+ADMIN = HEADERS["admin"]
+VIEWER = HEADERS["viewer"]
+
+# What each caller gets on a route that needs a given role.
+EXPECTED: dict[str, dict[str, int]] = {
+    "anonymous": {"viewer": 401, "operator": 401, "admin": 401},
+    "bad-token": {"viewer": 401, "operator": 401, "admin": 401},
+    "viewer": {"viewer": 200, "operator": 403, "admin": 403},
+    "operator": {"viewer": 200, "operator": 200, "admin": 403},
+    "admin": {"viewer": 200, "operator": 200, "admin": 200},
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str  # as Litestar lists it (app.routes)
+    need: str  # the lowest role that may call it
+    body: dict[str, Any] | None = None
+    check: Callable[[Any], bool] | None = None  # on a 200 body
+    stream: bool = False
+
+    def url(self, job: str) -> str:
+        if "/artifacts/" in self.template:
+            return self.template.replace("{job_id:str}", job).replace("{name:str}", "note.txt")
+        return self.template.replace("{name:str}", Q).replace("{job_id:str}", job)
+
+
+def _r(method: str, tail: str, need: str, **kw: Any) -> Route:
+    return Route(method, BASE + tail, need, **kw)
+
+
+# Every route of MonitorController plus /auth/me. The order matters for the
+# allowed roles: pause comes before resume. "{job_id:str}" is replaced by a job
+# that suits the route (waiting, dead-lettered, or waiting-to-be-cancelled).
+ROUTES: list[Route] = [
+    Route("GET", "/auth/me", "viewer", check=lambda b: b["via"] == "token"),
+    _r("GET", "/overview", "viewer", check=lambda b: "incidents" in b and "online_workers" in b),
+    _r("GET", "/queues", "viewer", check=lambda b: Q in {q["name"] for q in b}),
+    _r("GET", "/queues/{name:str}", "viewer", check=lambda b: b["name"] == Q and "trend" in b),
+    _r("GET", "/jobs", "viewer", check=lambda b: "items" in b and "next_cursor" in b),
+    _r("GET", "/jobs/{job_id:str}", "viewer", check=lambda b: b["status"] == "waiting"),
+    # files are payloads: a viewer gets 403 unless viewer_sees_payloads is set
+    _r("GET", "/jobs/{job_id:str}/artifacts/{name:str}", "operator", check=lambda b: b == "hello"),
+    _r("GET", "/workers", "viewer", check=lambda b: isinstance(b, list)),
+    _r("GET", "/audit", "viewer", check=lambda b: "items" in b),
+    _r("GET", "/stream", "viewer", stream=True),
+    # the job retry runs before the queue's retry-failed, which would take that job too
+    _r("POST", "/jobs/{job_id:str}/retry", "operator", body={}, check=lambda b: b["state"] == "waiting"),
+    _r("POST", "/jobs/{job_id:str}/cancel", "operator", body={}, check=lambda b: b["state"] == "cancelled"),
+    _r("POST", "/queues/{name:str}/pause", "operator", body={"reason": "roles"}, check=lambda b: b["paused"] is True),
+    _r("POST", "/queues/{name:str}/resume", "operator", body={}, check=lambda b: b["paused"] is False),
+    _r("POST", "/queues/{name:str}/retry-failed", "operator", body={}, check=lambda b: b["retried"] == 1),
+    _r("DELETE", "/queues/{name:str}/drain", "admin", body={}, check=lambda b: b["confirm_required"] is True),
+    _r("POST", "/queues/{name:str}/clean", "admin", body={}, check=lambda b: b["confirm_required"] is True),
+]
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}"
+
+
+def _settings(common: CommonSettings, url: str, **kw: Any) -> MonitorSettings:
+    return MonitorSettings(common=common, database_url=url, tokens=TOKENS, sample_interval_s=0.5, **kw)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app`` under uvicorn on a free loopback port; yield a client for it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="on", log_config=None, access_log=False, ws="none", http="h11", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the monitor did not start (see its log)")
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+@pytest.fixture
+async def monitor(common: CommonSettings, catalog: Catalog, sqlite_url: str, nc: NatsClient) -> AsyncIterator[Any]:
+    async with serve(create_app(_settings(common, sqlite_url), catalog=catalog)) as http:
+        yield http
+
+
+async def dead_letter(nc: NatsClient, client: JobClient, catalog: Catalog, name: str = "doomed") -> str:
+    """A job in the dead-letter stream, as a worker leaves it after its last attempt."""
+    js = nc.jetstream()
+    spec = catalog.get(Q)
+    job = await client.enqueue(Q, name, {"to": "x"})
+    msg = await js.get_last_msg(spec.stream, names.job_subject_any_level(Q, job.job_id))
+    await js.publish(
+        names.dlq_subject(Q, job.job_id), msg.data or b"", headers={H_REASON: "failed", H_ERROR: "RuntimeError: boom"}
+    )
+    await js.purge_stream(spec.stream, subject=names.job_subject_any_level(Q, job.job_id))
+    return str(job.job_id)
+
+
+async def dlq_ids(nc: NatsClient) -> set[str]:
+    si = await nc.jetstream().stream_info(names.DLQ_STREAM, subjects_filter=names.dlq_filter())
+    return {s.rsplit(".", 1)[1] for s in (si.state.subjects or {})}
+
+
+def _no_trace(r: httpx.Response) -> None:
+    assert "Traceback" not in r.text and 'File "' not in r.text, r.text
+
+
+# ---------------------------------------------------------------- the table is complete
+def test_the_table_covers_every_route(catalog: Catalog, sqlite_url: str) -> None:
+    common = CommonSettings(nats_url="nats://127.0.0.1:1")  # never connected: no lifespan runs
+    app = create_app(_settings(common, sqlite_url), catalog=catalog)
+    served = {
+        (m, r.path)
+        for r in app.routes
+        if r.path.startswith(BASE) or r.path == "/auth/me"
+        for m in getattr(r, "methods", ())
+        if m not in ("OPTIONS", "HEAD")
+    }
+    table = {(r.method, r.template) for r in ROUTES}
+    assert served == table, f"routes without a role-table entry: {served - table}; stale entries: {table - served}"
+
+
+# ---------------------------------------------------------------- the matrix
+@pytest.mark.parametrize("role", list(EXPECTED))
+async def test_role_matrix(
+    role: str, monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient, catalog: Catalog
+) -> None:
+    waiting = (await client.enqueue(Q, "read-me", {"to": "r"})).job_id
+    to_cancel = (await client.enqueue(Q, "cancel-me", {"to": "c"})).job_id
+    to_retry = await dead_letter(nc, client, catalog)
+    bulk = await dead_letter(nc, client, catalog, "doomed-too")  # for retry-failed
+    await artifacts.put(nc.jetstream(), waiting, "note.txt", b"hello", "text/plain")
+    headers = HEADERS[role]
+    failures: list[str] = []
+    for route in ROUTES:
+        job = {"/retry": to_retry, "/cancel": to_cancel}.get(route.template[route.template.rfind("/") :], waiting)
+        url = route.url(job)
+        want = EXPECTED[role][route.need]
+        if route.stream:
+            async with monitor.stream("GET", url + "?interval_s=0.5", headers=headers) as r:
+                got, text = r.status_code, ""
+                if got == 200:
+                    [(_t, kind, data)] = await asyncio.wait_for(_events(r, 1), 10)
+                    if kind != "update" or "overview" not in data:
+                        failures.append(f"{role} GET {url}: 200 but no update event: {kind} {data}")
+                else:
+                    text = (await r.aread()).decode()
+        else:
+            r = await monitor.request(route.method, url, headers=headers, json=route.body)
+            got, text = r.status_code, r.text
+        if got != want:
+            failures.append(f"{role} {route.method} {url}: expected {want}, got {got}: {text[:300]}")
+            continue
+        assert "Traceback" not in text
+        if got == 200 and route.check is not None and not route.stream:
+            body = r.json() if "/artifacts/" not in url else r.text
+            if not route.check(body):
+                failures.append(f"{role} {route.method} {url}: unexpected 200 body {text[:300]}")
+        if got == 200 and route.template == "/auth/me" and r.json()["role"] != role:
+            failures.append(f"/auth/me says role {r.json()['role']!r} for {role}")
+        if got in (401, 403):
+            detail = json.loads(text)["detail"]
+            needs = f"{route.need} role required"
+            if got == 403 and route.need != "viewer" and "/artifacts/" not in url and needs not in detail:
+                failures.append(f"{role} {route.method} {url}: 403 without the role it needs: {detail}")
+    assert not failures, "\n".join(failures)
+    # forbidden calls changed nothing; allowed ones did what they said
+    dlq = await dlq_ids(nc)
+    if EXPECTED[role]["operator"] == 200:
+        assert not dlq & {to_retry, bulk}
+        assert (await client.status(to_cancel)).state.value == "cancelled"
+    else:
+        assert dlq >= {to_retry, bulk}
+        assert (await client.status(to_cancel)).state.value == "waiting"
+
+
+async def test_viewer_sees_payloads_only_when_configured(
+    common: CommonSettings, catalog: Catalog, sqlite_url: str, nc: NatsClient, client: JobClient
+) -> None:
+    job = (await client.enqueue(Q, "peek", {"secret": 1})).job_id
+    await artifacts.put(nc.jetstream(), job, "note.txt", b"hello", "text/plain")
+    app = create_app(_settings(common, sqlite_url, viewer_sees_payloads=True), catalog=catalog)
+    async with serve(app) as http:
+        detail = await http.get(f"{BASE}/jobs/{job}", headers=VIEWER)
+        assert detail.status_code == 200 and detail.json()["data"] == {"secret": 1}
+        r = await http.get(f"{BASE}/jobs/{job}/artifacts/note.txt", headers=VIEWER)
+        assert r.status_code == 200 and r.text == "hello"
+        # still no mutations for a viewer
+        r = await http.post(f"{BASE}/queues/{Q}/pause", json={}, headers=VIEWER)
+        assert r.status_code == 403
+
+
+# ---------------------------------------------------------------- bad input
+MUTATIONS: list[tuple[str, str]] = [
+    ("POST", f"{BASE}/queues/{Q}/pause"),
+    ("POST", f"{BASE}/queues/{Q}/resume"),
+    ("POST", f"{BASE}/queues/{Q}/retry-failed"),
+    ("DELETE", f"{BASE}/queues/{Q}/drain"),
+    ("POST", f"{BASE}/queues/{Q}/clean"),
+    ("POST", f"{BASE}/jobs/some-job/retry"),
+    ("POST", f"{BASE}/jobs/some-job/cancel"),
+]
+JSON_CT = {"content-type": "application/json"}
+# (label, raw body) sent to every mutating endpoint: each must be a 400
+BAD_BODIES: list[tuple[str, bytes]] = [
+    ("malformed JSON", b'{"reason": '),
+    ("not JSON at all", b"reason=x"),
+    ("a JSON array", b'["reason"]'),
+    ("JSON null", b"null"),
+    ("a number for reason", b'{"reason": 123}'),
+    ("a list for reason", b'{"reason": ["a"]}'),
+    ("an unknown field", b'{"reason": "x", "bogus": true}'),
+    ("a reason over 500 chars", json.dumps({"reason": "x" * 501}).encode()),
+    ("no body", b""),
+]
+# (method, url, json body, status, words the detail must contain)
+SPECIFIC: list[tuple[str, str, Any, int, str]] = [
+    ("POST", f"{BASE}/queues/{Q}/pause", {"until": "next tuesday"}, 400, ""),
+    ("POST", f"{BASE}/queues/{Q}/pause", {"until": "2001-01-01T00:00:00Z"}, 400, "in the past"),
+    ("POST", f"{BASE}/queues/{Q}/pause", {"until": "2099-01-01T00:00:00"}, 400, "time zone"),
+    ("POST", f"{BASE}/queues/{Q}/pause", {"until": [2030]}, 400, ""),
+    ("DELETE", f"{BASE}/queues/{Q}/drain", {"include_delayed": "maybe"}, 400, ""),
+    ("DELETE", f"{BASE}/queues/{Q}/drain", {"token": 5}, 400, ""),
+    ("DELETE", f"{BASE}/queues/{Q}/drain", {"token": "forged.sig", "confirm": "DRAIN"}, 403, "invalid"),
+    ("DELETE", f"{BASE}/queues/{Q}/drain", {"token": "no-dot", "confirm": "DRAIN"}, 403, "invalid"),
+    ("POST", f"{BASE}/queues/{Q}/clean", {"state": "everything"}, 400, ""),
+    ("POST", f"{BASE}/queues/{Q}/clean", {"older_than_s": -1}, 400, ""),
+    ("POST", f"{BASE}/queues/{Q}/clean", {"older_than_s": "old"}, 400, ""),
+    ("POST", f"{BASE}/queues/{Q}/clean", {"token": "forged.sig", "confirm": "CLEAN"}, 403, "invalid"),
+    # unknown queue
+    ("POST", f"{BASE}/queues/nope/pause", {}, 404, "nope"),
+    ("POST", f"{BASE}/queues/nope/resume", {}, 404, "nope"),
+    ("POST", f"{BASE}/queues/nope/retry-failed", {}, 404, "nope"),
+    ("DELETE", f"{BASE}/queues/nope/drain", {}, 404, "nope"),
+    ("POST", f"{BASE}/queues/nope/clean", {}, 404, "nope"),
+    ("POST", f"{BASE}/queues/nope/clean", {"state": "completed"}, 404, "nope"),
+    ("GET", f"{BASE}/queues/nope", None, 404, "nope"),
+    ("GET", f"{BASE}/jobs?queue=nope", None, 404, "nope"),
+    # unknown or invalid job
+    ("POST", f"{BASE}/jobs/no-such-job/retry", {}, 404, "no-such-job"),
+    ("POST", f"{BASE}/jobs/no-such-job/cancel", {}, 404, "no-such-job"),
+    ("GET", f"{BASE}/jobs/no-such-job", None, 404, "no-such-job"),
+    ("POST", f"{BASE}/jobs/a.b/cancel", {}, 400, "job_id"),
+    ("GET", f"{BASE}/jobs/a.b", None, 400, "job_id"),
+    # query strings
+    ("GET", f"{BASE}/jobs?status=bogus", None, 400, "bogus"),
+    ("GET", f"{BASE}/jobs?limit=0", None, 400, ""),
+    ("GET", f"{BASE}/jobs?limit=501", None, 400, ""),
+    ("GET", f"{BASE}/jobs?since=yesterday", None, 400, ""),
+    ("GET", f"{BASE}/audit?before_id=x", None, 400, ""),
+    ("GET", f"{BASE}/stream?interval_s=soon", None, 400, ""),
+    # login
+    ("POST", "/auth/login", {"username": 1, "password": []}, 400, ""),
+    ("POST", "/auth/login", {"username": "ada"}, 400, ""),
+    ("POST", "/auth/login", {"username": "ada", "password": "x", "role": "admin"}, 400, ""),
+]
+
+
+async def test_bad_input_is_a_4xx_never_a_500(monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient) -> None:
+    await client.enqueue(Q, "stay", {})
+    failures: list[str] = []
+
+    def check(label: str, r: httpx.Response, want: int, words: str = "") -> None:
+        if r.status_code != want or "Traceback" in r.text or (words and words not in r.text):
+            failures.append(
+                f"{label}: expected {want}{f' with {words!r}' if words else ''}, got {r.status_code}: {r.text[:300]}"
+            )
+            return
+        if not isinstance(r.json().get("detail"), str):
+            failures.append(f"{label}: error body without a detail: {r.text[:300]}")
+
+    for method, url in [*MUTATIONS, ("POST", "/auth/login")]:
+        for label, raw in BAD_BODIES:
+            r = await monitor.request(method, url, content=raw, headers={**ADMIN, **JSON_CT})
+            check(f"{method} {url} with {label}", r, 400)
+    for method, url, body, want, words in SPECIFIC:
+        r = await monitor.request(method, url, json=body, headers=ADMIN)
+        check(f"{method} {url} {body}", r, want, words)
+    assert not failures, "\n".join(failures)
+    # none of it changed anything: the queue is not paused and the job still waits
+    q = (await monitor.get(f"{BASE}/queues/{Q}", headers=ADMIN)).json()
+    assert q["paused"] is False and q["waiting"] == 1
+
+
+async def test_pause_until_in_the_future_then_resume(monitor: httpx.AsyncClient) -> None:
+    until = "2099-01-01T00:00:00+09:00"
+    r = await monitor.post(
+        f"{BASE}/queues/{Q}/pause", json={"until": until, "reason": "x"}, headers=HEADERS["operator"]
+    )
+    assert r.status_code == 200 and r.json() == {"paused": True, "pause_until": "2098-12-31T15:00:00Z"}
+    q = (await monitor.get(f"{BASE}/queues/{Q}", headers=VIEWER)).json()
+    assert q["paused"] is True and q["status"] == "Paused"
+    r = await monitor.post(f"{BASE}/queues/{Q}/resume", json={}, headers=HEADERS["operator"])
+    assert r.status_code == 200
+    assert (await monitor.get(f"{BASE}/queues/{Q}", headers=VIEWER)).json()["paused"] is False
+
+
+@pytest.mark.parametrize("wildcard", ["%2A", "%3E"])
+async def test_retry_with_a_wildcard_job_id_is_rejected(
+    wildcard: str, monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient, catalog: Catalog
+) -> None:
+    victim = await dead_letter(nc, client, catalog)
+    r = await monitor.post(f"{BASE}/jobs/{wildcard}/retry", json={}, headers=ADMIN)
+    assert victim in await dlq_ids(nc), "another job was taken out of the dead-letter stream"
+    assert r.status_code == 400, r.text
+
+
+async def test_clean_with_a_huge_age_is_not_a_500(monitor: httpx.AsyncClient) -> None:
+    r = await monitor.post(f"{BASE}/queues/{Q}/clean", json={"state": "completed", "older_than_s": 1e12}, headers=ADMIN)
+    _no_trace(r)
+    assert r.status_code in (200, 400), r.text
+
+
+# ---------------------------------------------------------------- server-sent events
+async def _events(r: httpx.Response, n: int) -> list[tuple[float, str, dict[str, Any]]]:
+    """The first ``n`` events of an SSE response: (arrival time, event name, data)."""
+    out: list[tuple[float, str, dict[str, Any]]] = []
+    buf = ""
+    async for chunk in r.aiter_text():
+        buf += chunk.replace("\r\n", "\n")
+        while "\n\n" in buf:
+            raw, buf = buf.split("\n\n", 1)
+            fields: dict[str, str] = {}
+            for line in raw.split("\n"):
+                key, _, value = line.partition(":")
+                fields[key] = fields.get(key, "") + value.removeprefix(" ")
+            if "data" in fields:
+                out.append((time.monotonic(), fields.get("event", "message"), json.loads(fields["data"])))
+            if len(out) == n:
+                return out
+    raise AssertionError(f"the stream ended after {len(out)} event(s)")
+
+
+async def test_stream_sends_overview_and_queues(
+    common: CommonSettings, catalog: Catalog, sqlite_url: str, nc: NatsClient, client: JobClient
+) -> None:
+    await client.enqueue(Q, "waiting", {})  # before the app starts: its first sample sees it
+    async with serve(create_app(_settings(common, sqlite_url), catalog=catalog)) as http:
+        async with http.stream("GET", f"{BASE}/stream?interval_s=0.5", headers=VIEWER) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = await asyncio.wait_for(_events(r, 2), 10)
+        (t1, kind, data), (t2, _, _) = events
+        assert kind == "update" and set(data) >= {"overview", "queues", "ts"}
+        ov = data["overview"]
+        assert ov["waiting"] == 1 and ov["online_workers"] == 0 and isinstance(ov["incidents"], list)
+        assert any(i["type"] == "no_worker" and i["queue"] == Q for i in ov["incidents"])
+        queues = {q["name"]: q for q in data["queues"]}
+        assert set(queues) == set(catalog.names) and queues[Q]["waiting"] == 1
+        assert 0.3 <= t2 - t1 < 5, t2 - t1
+        # the interval is clamped to at least 0.5 s
+        async with http.stream("GET", f"{BASE}/stream?interval_s=0.01", headers=VIEWER) as r:
+            (a, _, _), (b, _, _) = await asyncio.wait_for(_events(r, 2), 10)
+        assert b - a >= 0.4, b - a
+        async with http.stream("GET", f"{BASE}/stream") as r:
+            assert r.status_code == 401
