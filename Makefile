@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PKGS := -e libs/jetqueue -e services/producer -e services/worker -e services/monitor
+PKGS := -e libs/jetqueue -e services/producer -e services/worker -e services/monitor -e services/operator
+# Helm for the chart tests comes from helm-sdkpy, which needs Python >= 3.12:
+# the first such interpreter found (PATH, then pyenv's versions), or empty.
+HELM_VENV ?= $(VENV)/helm
+HELM_PYTHON ?= $(shell for p in python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null); do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 
 .DEFAULT_GOAL := help
 
@@ -24,12 +29,27 @@ run: setup ## run jetqueue locally: embedded nats-server, producer, workers of a
 demo: setup ## like run, and feed demo jobs (slow, failing, delayed) to watch retries and the DLQ
 	$(BIN)/jetqueue run --demo $(ARGS)
 
-test: setup ## run the test suite (unit + integration; starts its own nats-server)
+browser: ## install Debian's Chromium (and a Korean font) for the browser tests, if missing
+	@command -v chromium >/dev/null && fc-list :lang=ko family | grep -q . || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum)
+
+test: setup browser helm-venv ## run the test suite (unit + integration + e2e in Chromium; starts its own nats-server)
 	$(BIN)/python -m pytest $(ARGS)
+
+$(HELM_VENV)/.installed: requirements/helm.txt
+	@if [ -z "$(HELM_PYTHON)" ]; then \
+		echo "no Python >= 3.12 found: the chart's helm lint/render tests will be skipped"; \
+	else \
+		$(HELM_PYTHON) -m venv $(HELM_VENV) && \
+		$(HELM_VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/helm.txt && \
+		touch $@; \
+	fi
+
+helm-venv: $(HELM_VENV)/.installed ## create .venv/helm (Python >= 3.12) with helm-sdkpy for the chart tests
 
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check libs services tests
-	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker services/monitor/jetqueue_monitor
+	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker services/monitor/jetqueue_monitor services/operator/jetqueue_operator
 	$(BIN)/lint-imports
 
 bench: setup ## run the benchmarks (tests/bench) and print the figures
@@ -38,8 +58,9 @@ bench: setup ## run the benchmarks (tests/bench) and print the figures
 lock: ## re-pin requirements with hashes (needs uv)
 	uv pip compile -q --generate-hashes --python-version 3.11 requirements/runtime.in -o requirements/runtime.txt
 	uv pip compile -q --generate-hashes --python-version 3.11 requirements/dev.in -o requirements/dev.txt
+	uv pip compile -q --generate-hashes --python-version 3.12 requirements/helm.in -o requirements/helm.txt
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) .jetqueue .pytest_cache
 
-.PHONY: help setup run demo test lint bench lock clean
+.PHONY: help setup browser helm-venv run demo test lint bench lock clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -13,9 +14,12 @@ from jetqueue.client import JobClient
 from jetqueue.embedded import EmbeddedNats
 
 
-def jq(server: EmbeddedNats, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jetqueue", *args, "--nats-url", server.url], capture_output=True,
-                          text=True, timeout=60, input=stdin)
+async def jq(server: EmbeddedNats, *args: str) -> subprocess.CompletedProcess[str]:
+    return await run(sys.executable, "-m", "jetqueue", *args, "--nats-url", server.url)
+
+
+async def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(subprocess.run, list(cmd), capture_output=True, text=True, timeout=60)
 
 
 def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
@@ -24,44 +28,48 @@ def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
 
 
 async def test_enqueue_status_queues(nats_server: EmbeddedNats, nc: NatsClient) -> None:
-    out = as_json(jq(nats_server, "enqueue", "email-send", "welcome", "--data", '{"to": "a"}', "--job-id", "cli-1",
-                     "--json"))
+    out = as_json(
+        await jq(
+            nats_server, "enqueue", "email-send", "welcome", "--data", '{"to": "a"}', "--job-id", "cli-1", "--json"
+        )
+    )
     assert out == {"job_id": "cli-1", "queue": "email-send", "state": "waiting", "duplicate": False}
-    assert as_json(jq(nats_server, "enqueue", "email-send", "welcome", "--job-id", "cli-1", "--json"))["duplicate"]
-    st = as_json(jq(nats_server, "status", "cli-1", "--json"))
+    assert as_json(await jq(nats_server, "enqueue", "email-send", "welcome", "--job-id", "cli-1", "--json"))[
+        "duplicate"
+    ]
+    st = as_json(await jq(nats_server, "status", "cli-1", "--json"))
     assert st["state"] == "waiting" and st["data"] == {"to": "a"}
-    rows = {r["queue"]: r for r in as_json(jq(nats_server, "queues", "--json"))}
+    rows = {r["queue"]: r for r in as_json(await jq(nats_server, "queues", "--json"))}
     assert len(rows) == 11 and rows["email-send"]["waiting"] == 1 and rows["email-send"]["label"] == "이메일 발송"
-    table = jq(nats_server, "queues")
+    table = await jq(nats_server, "queues")
     assert table.returncode == 0 and "QUEUE" in table.stdout and "email-send" in table.stdout
 
 
 async def test_errors_have_messages_and_exit_codes(nats_server: EmbeddedNats, nc: NatsClient) -> None:
-    r = jq(nats_server, "status", "nope-1")
+    r = await jq(nats_server, "status", "nope-1")
     assert r.returncode == 3 and "not found" in r.stderr and "Traceback" not in r.stderr
-    r = jq(nats_server, "enqueue", "no-queue", "x")
+    r = await jq(nats_server, "enqueue", "no-queue", "x")
     assert r.returncode == 3 and "unknown queue 'no-queue'" in r.stderr
-    r = jq(nats_server, "enqueue", "email-send", "x", "--data", "{bad")
+    r = await jq(nats_server, "enqueue", "email-send", "x", "--data", "{bad")
     assert r.returncode == 2 and "--data is not JSON" in r.stderr
-    r = jq(nats_server, "pause", "email-send", "--until", "2026-01-01T00:00:00")
+    r = await jq(nats_server, "pause", "email-send", "--until", "2026-01-01T00:00:00")
     assert r.returncode == 2 and "time zone" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "jetqueue", "queues", "--nats-url", "nats://127.0.0.1:1"],
-                       capture_output=True, text=True, timeout=60)
+    r = await run(sys.executable, "-m", "jetqueue", "queues", "--nats-url", "nats://127.0.0.1:1")
     assert r.returncode == 1 and "cannot connect to NATS" in r.stderr and "Traceback" not in r.stderr
 
 
 async def test_pause_resume_drain_with_confirmation(nats_server: EmbeddedNats, client: JobClient) -> None:
     for _ in range(3):
         await client.enqueue("email-send", "x", {})
-    assert as_json(jq(nats_server, "pause", "email-send", "--json", "--reason", "deploy"))["paused"] is True
-    rows = {r["queue"]: r for r in as_json(jq(nats_server, "queues", "--json"))}
+    assert as_json(await jq(nats_server, "pause", "email-send", "--json", "--reason", "deploy"))["paused"] is True
+    rows = {r["queue"]: r for r in as_json(await jq(nats_server, "queues", "--json"))}
     assert rows["email-send"]["paused"] is True
     # no terminal: refuses without --yes
-    r = jq(nats_server, "drain", "email-send")
+    r = await jq(nats_server, "drain", "email-send")
     assert r.returncode == 2 and "--yes" in r.stderr
-    out = as_json(jq(nats_server, "drain", "email-send", "--yes", "--json"))
+    out = as_json(await jq(nats_server, "drain", "email-send", "--yes", "--json"))
     assert out["removed"] == 3 and out["was_paused"] is True
-    assert as_json(jq(nats_server, "resume", "email-send", "--json"))["paused"] is False
+    assert as_json(await jq(nats_server, "resume", "email-send", "--json"))["paused"] is False
 
 
 async def test_dlq_list_and_replay(nats_server: EmbeddedNats, nc: NatsClient) -> None:
@@ -70,10 +78,11 @@ async def test_dlq_list_and_replay(nats_server: EmbeddedNats, nc: NatsClient) ->
 
     js = nc.jetstream()
     body = b'{"v":1,"id":"dead-1","name":"x","data":{"k":1},"attempt":2}'
-    await js.publish(names.dlq_subject("email-send", "dead-1"), body,
-                     headers={H_REASON: "failed", H_ERROR: "RuntimeError: boom"})
-    rows = as_json(jq(nats_server, "dlq", "list", "email-send", "--json"))
+    await js.publish(
+        names.dlq_subject("email-send", "dead-1"), body, headers={H_REASON: "failed", H_ERROR: "RuntimeError: boom"}
+    )
+    rows = as_json(await jq(nats_server, "dlq", "list", "email-send", "--json"))
     assert [(r["job_id"], r["reason"], r["error"]) for r in rows] == [("dead-1", "failed", "RuntimeError: boom")]
-    assert as_json(jq(nats_server, "dlq", "replay", "dead-1", "--json"))["state"] == "waiting"
-    assert as_json(jq(nats_server, "dlq", "list", "--json")) == []
-    assert as_json(jq(nats_server, "status", "dead-1", "--json"))["state"] == "waiting"
+    assert as_json(await jq(nats_server, "dlq", "replay", "dead-1", "--json"))["state"] == "waiting"
+    assert as_json(await jq(nats_server, "dlq", "list", "--json")) == []
+    assert as_json(await jq(nats_server, "status", "dead-1", "--json"))["state"] == "waiting"

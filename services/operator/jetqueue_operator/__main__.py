@@ -1,0 +1,47 @@
+"""``python -m jetqueue_operator``: run the operator (in-cluster, or with the current kubeconfig)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from pydantic import ValidationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    import kopf
+    from kubernetes import client, config
+
+    from jetqueue.logs import setup_logging
+    from jetqueue_operator.app import build_registry, create_runtime, operate
+    from jetqueue_operator.kube import KubeApi
+    from jetqueue_operator.settings import OperatorSettings
+
+    try:
+        settings = OperatorSettings()
+    except ValidationError as exc:
+        print(f"jetqueue-operator: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        try:
+            config.load_kube_config()  # type: ignore[no-untyped-call]  # a developer's machine
+        except (config.ConfigException, OSError) as exc:
+            print(f"jetqueue-operator: no Kubernetes access (in-cluster or kubeconfig): {exc}", file=sys.stderr)
+            return 2
+    kube = KubeApi(client.ApiClient())
+    # kopf's default registry logs in the way the kubernetes client just did.
+    registry = build_registry(create_runtime(settings, kube), kopf.get_default_registry())
+    try:
+        asyncio.run(operate(settings, registry))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        kube.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The worker Deployment and catalog ConfigMap of a JobQueue (pure manifest builders)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from jetqueue.catalog import QueueSpec
+from jetqueue_operator.resources import JobQueueSpec
+from jetqueue_operator.settings import OperatorSettings
+
+CATALOG_DIR = "/etc/jetqueue"
+CATALOG_FILE = "catalog.yaml"
+METRICS_PORT = 9090
+HASH_ANNOTATION = "jetqueue.io/template-hash"
+QUEUE_LABEL = "jetqueue.io/queue"
+JOBQUEUE_LABEL = "jetqueue.io/jobqueue"
+
+
+def deployment_name(jobqueue: str) -> str:
+    return f"jetqueue-worker-{jobqueue}"
+
+
+def configmap_name(jobqueue: str) -> str:
+    return f"jetqueue-worker-{jobqueue}-catalog"
+
+
+def selector_labels(jobqueue: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "jetqueue",
+        "app.kubernetes.io/component": "worker",
+        JOBQUEUE_LABEL: jobqueue,
+    }
+
+
+def labels(jobqueue: str, queue: str) -> dict[str, str]:
+    return {**selector_labels(jobqueue), QUEUE_LABEL: queue, "app.kubernetes.io/managed-by": "jetqueue-operator"}
+
+
+def catalog_yaml(queue: QueueSpec) -> str:
+    """A one-queue catalog file the worker loads (JETQUEUE_CATALOG)."""
+    return yaml.safe_dump({"queues": [queue.model_dump(mode="json")]}, allow_unicode=True, sort_keys=False)
+
+
+def configmap(jobqueue: str, namespace: str, queue: QueueSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": configmap_name(jobqueue), "namespace": namespace, "labels": labels(jobqueue, queue.name)},
+        "data": {CATALOG_FILE: catalog_yaml(queue)},
+    }
+
+
+def _env(spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "JETQUEUE_WORKER_QUEUE", "value": queue.name},
+        {"name": "JETQUEUE_CATALOG", "value": f"{CATALOG_DIR}/{CATALOG_FILE}"},
+        {"name": "JETQUEUE_WORKER_CONCURRENCY", "value": str(spec.worker.concurrency)},
+        {"name": "JETQUEUE_WORKER_METRICS_PORT", "value": str(METRICS_PORT)},
+        # The operator owns the stream and consumers (storage, size caps the
+        # catalog cannot express); a worker must not re-provision them.
+        {"name": "JETQUEUE_PROVISION", "value": "false"},
+    ]
+    if spec.worker.processor:
+        env.append({"name": "JETQUEUE_WORKER_PROCESSOR", "value": spec.worker.processor})
+    if settings.nats_creds_secret:
+        env.append({"name": "JETQUEUE_NATS_CREDS", "value": "/etc/jetqueue-nats/nats.creds"})
+    known = {e["name"] for e in spec.worker.env}
+    return [e for e in env if e["name"] not in known] + [dict(e) for e in spec.worker.env]
+
+
+def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The worker pod: non-root, read-only root FS, no capabilities, no API token."""
+    volumes: list[dict[str, Any]] = [
+        {"name": "catalog", "configMap": {"name": configmap_name(jobqueue)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "catalog", "mountPath": CATALOG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if settings.nats_creds_secret:
+        volumes.append({"name": "nats-creds", "secret": {"secretName": settings.nats_creds_secret}})
+        mounts.append({"name": "nats-creds", "mountPath": "/etc/jetqueue-nats", "readOnly": True})
+    # Quantities may be written as numbers (cpu: 1); the API wants strings.
+    resources = {k: {n: str(q) for n, q in (v or {}).items()} for k, v in spec.worker.resources.items()} or {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.worker.image or settings.worker_image,
+        "imagePullPolicy": spec.worker.image_pull_policy or settings.worker_image_pull_policy,
+        "env": _env(spec, queue, settings),
+        "envFrom": [{"secretRef": {"name": settings.worker_env_secret}}],
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        "livenessProbe": {
+            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 5},
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": spec.worker.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.worker.service_account_name or settings.worker_service_account:
+        pod_spec["serviceAccountName"] = spec.worker.service_account_name or settings.worker_service_account
+    if spec.worker.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.worker.node_selector)
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        # A change of the catalog (job defaults) rolls the pods: they read it at start.
+        "jetqueue.io/catalog-hash": hashlib.sha256(catalog_yaml(queue).encode()).hexdigest()[:16],
+        **spec.worker.pod_annotations,
+    }
+    return {"metadata": {"labels": labels(jobqueue, queue.name), "annotations": annotations}, "spec": pod_spec}
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def deployment(
+    jobqueue: str, namespace: str, spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings, replicas: int
+) -> dict[str, Any]:
+    template = pod_template(jobqueue, spec, queue, settings)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(jobqueue),
+            "namespace": namespace,
+            "labels": labels(jobqueue, queue.name),
+            "annotations": {HASH_ANNOTATION: template_hash(template)},
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(jobqueue)},
+            # Surge first: a running job's worker stops only once its successor is up.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": template,
+        },
+    }
