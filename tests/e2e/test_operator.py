@@ -524,6 +524,11 @@ async def _is(aw: Any, value: Any) -> bool:
     return bool(await aw == value)
 
 
+async def _status_when(cluster: Cluster, name: str, pred: Any) -> dict[str, Any] | None:
+    st = await status_of(cluster, JOBQUEUES, name)
+    return st if pred(st) else None
+
+
 async def _desired(cluster: Cluster, name: str, value: int) -> bool:
     return (await status_of(cluster, JOBQUEUES, name)).get("desiredReplicas") == value
 

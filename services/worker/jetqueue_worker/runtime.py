@@ -186,6 +186,11 @@ class Worker:
             await p.stop()
         if self._cancel_sub is not None:
             await self._cancel_sub.unsubscribe()
+        # An open pull subscription holds the connection's drain for its whole timeout.
+        try:
+            await self._advisory_sub.unsubscribe()
+        except Exception:
+            pass
         await self.events.stop()
         await self._send_heartbeat(status="OFFLINE")
         try:
