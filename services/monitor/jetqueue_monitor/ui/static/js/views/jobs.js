@@ -1,0 +1,228 @@
+// Jobs: a live list (polled every few seconds) with filters in the URL, and the job drawer.
+
+import * as api from '../api.js';
+import { h, fill, debounce } from '../dom.js';
+import { t, num, duration, ago, when, queueLabel } from '../i18n.js';
+import { patch } from '../router.js';
+import { jobChip, td } from '../widgets.js';
+import { jobDrawer } from './job_drawer.js';
+
+const POLL_MS = 3000;
+const STATUSES = ['failed', 'active', 'waiting', 'scheduled', 'completed', 'cancelled'];
+const RANGES = { '15m': 15 * 60, '1h': 3600, '6h': 6 * 3600, '24h': 86400, '7d': 7 * 86400 };
+const PAGE = 50;
+let filtersOpen = false; // the phone's folded filter panel, kept across redraws
+
+/** URL params → API query. */
+function apiQuery(p, limit, cursor) {
+  const q = new URLSearchParams();
+  if (p.queue) q.set('queue', p.queue);
+  if (p.status) q.set('status', p.status);
+  if (p.type) q.set('name', p.type);
+  if (p.user) q.set('user_id', p.user);
+  if (p.q) q.set('q', p.q);
+  if (p.range && RANGES[p.range]) q.set('since', new Date(Date.now() - RANGES[p.range] * 1000).toISOString());
+  q.set('limit', String(limit));
+  if (cursor) q.set('cursor', cursor);
+  return q.toString();
+}
+
+/** A text filter: into the URL 300 ms after the last key (not mid-way through a Korean IME syllable). */
+function typed(el, key) {
+  const push = debounce(() => patch({ [key]: el.value.trim() || null }, { replace: true }), 300);
+  el.addEventListener('input', (ev) => { if (!ev.isComposing) push(); });
+  el.addEventListener('compositionend', push);
+  el.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' && !ev.isComposing) patch({ [key]: el.value.trim() || null }); });
+}
+
+const TEXT_FILTERS = ['type', 'user', 'q'];
+
+function filterBar(ctx, p, types) {
+  const qs = ctx.state.queues;
+  const select = (key, label, options) => {
+    const el = h('select', { id: `f-${key}`, class: 'input', 'data-filter': key },
+      h('option', { value: '' }, t('all')),
+      options.map(([v, l]) => h('option', { value: v, selected: p[key] === v }, l)));
+    el.addEventListener('change', () => patch({ [key]: el.value || null, job: null }));
+    return h('label', { class: 'field', for: `f-${key}` }, h('span', {}, label), el);
+  };
+  const text = (key, label, attrs = {}) => {
+    const el = h('input', { id: `f-${key}`, class: 'input', 'data-filter': key, value: p[key] || '', autocomplete: 'off', ...attrs });
+    typed(el, key);
+    return h('label', { class: 'field', for: `f-${key}` }, h('span', {}, label), el);
+  };
+  const queueOptions = qs.map((q) => [q.name, `${queueLabel(q)} (${q.name})`]);
+  if (p.queue && !qs.some((q) => q.name === p.queue)) queueOptions.push([p.queue, p.queue]);
+  const active = ['queue', 'status', 'type', 'user', 'range'].filter((k) => p[k]).length;
+  const hasFilter = active > 0 || Boolean(p.q);
+  // On a phone the filters fold under one button (open when any is set); on a desktop they are always shown.
+  const form = h('form', { class: `filters${active || filtersOpen ? ' open' : ''}`, 'data-role': 'filters', role: 'search', onsubmit: (ev) => ev.preventDefault() },
+    h('label', { class: 'field field-search', for: 'f-q' }, h('span', { class: 'sr-only' }, t('search')),
+      h('input', {
+        id: 'f-q', type: 'search', class: 'input', 'data-filter': 'q', 'data-role': 'search', value: p.q || '',
+        placeholder: `${t('search')}  ( / )`, autocomplete: 'off', enterkeyhint: 'search',
+      })),
+    select('queue', t('filter_queue'), queueOptions),
+    select('status', t('filter_status'), STATUSES.map((s) => [s, t(`js_${s}`)])),
+    text('type', t('filter_type'), { list: 'job-types', 'data-role': 'type' }),
+    h('datalist', { id: 'job-types' }, [...types].sort().map((n) => h('option', { value: n }))),
+    text('user', t('filter_user')),
+    select('range', t('filter_range'), Object.keys(RANGES).map((r) => [r, t(`range_${r}`)])),
+    h('button', {
+      type: 'button', class: 'btn btn-small filters-toggle', 'data-role': 'filters-toggle', 'aria-expanded': String(Boolean(active || filtersOpen)),
+      onclick: (ev) => { filtersOpen = !form.classList.contains('open'); form.classList.toggle('open', filtersOpen); ev.currentTarget.setAttribute('aria-expanded', String(filtersOpen)); },
+    }, active ? `${t('filters')} (${active})` : t('filters')),
+    h('button', {
+      type: 'button', class: 'btn btn-ghost', 'data-role': 'clear', hidden: !hasFilter,
+      onclick: () => patch({ queue: null, status: null, type: null, user: null, range: null, q: null }),
+    }, t('clear_filters')));
+  typed(form.querySelector('[data-filter=q]'), 'q');
+  return form;
+}
+
+function jobTable(items, queues, selected) {
+  const byName = Object.fromEntries(queues.map((q) => [q.name, q]));
+  const cols = ['col_status', 'col_type', 'col_user', 'col_attempts', 'col_duration', 'col_error', 'col_created'];
+  return h('table', { class: 'table table-jobs', 'data-role': 'jobs-table' },
+    h('thead', {}, h('tr', {}, cols.map((k) => h('th', { scope: 'col', class: k === 'col_attempts' || k === 'col_duration' ? 'num' : k === 'col_error' ? 'col-error' : null }, t(k))))),
+    h('tbody', {}, items.map((j) => h('tr', {
+      'data-job': j.job_id, 'data-status': j.status, tabindex: '0',
+      class: `row-click${j.job_id === selected ? ' selected' : ''}`,
+      onclick: () => patch({ job: j.job_id }),
+      onkeydown: (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); patch({ job: j.job_id }); } },
+    },
+      td(t('col_status'), jobChip(j.status), { class: 'cell-status' }),
+      td(t('col_type'), h('div', { class: 'qname' }, h('span', { class: 'jtype' }, j.name),
+        h('span', { class: 'qkey muted' }, byName[j.queue] ? queueLabel(byName[j.queue]) : j.queue)), { class: 'cell-title' }),
+      td(t('col_user'), j.user_id || '–', { class: j.user_id ? 'mono' : 'muted' }),
+      td(t('col_attempts'), `${num(j.attempts_made)} / ${num(j.max_attempts)}`, { class: `num${j.attempts_made > 1 ? ' warn' : ''}` }),
+      td(t('col_duration'), duration(j.duration_ms), { class: 'num' }),
+      td(t('col_error'), j.error ? h('span', { class: 'err-cell', title: j.error }, j.error.split('\n')[0].slice(0, 120)) : '–', { class: j.error ? 'bad cell-error' : 'muted cell-error is-empty' }),
+      td(t('col_created'), h('span', { title: when(j.created_at) }, ago(j.created_at)))))));
+}
+
+export function jobsView(ctx, params) {
+  let p = { ...params };
+  const el = h('div', { class: 'view view-jobs', 'data-view': 'jobs' });
+  const barWrap = h('div', { class: 'filters-wrap' });
+  const liveToggle = h('input', { type: 'checkbox', id: 'jobs-live', checked: true, 'data-role': 'live-toggle' });
+  const countEl = h('span', { class: 'muted', 'data-role': 'count' });
+  const listWrap = h('div', { class: 'table-wrap', 'data-role': 'jobs-list', 'aria-live': 'off' });
+  const more = h('div', { class: 'more' });
+  el.append(barWrap,
+    h('div', { class: 'list-head' }, countEl, h('span', { class: 'muted small' }, t('jobs_note')), h('span', { class: 'spacer' }),
+      h('label', { class: 'check', for: 'jobs-live' }, liveToggle, ' ', t('live_updates'))),
+    listWrap, more);
+  let items = [];
+  let cursor = null;
+  let seq = 0;
+  let timer = null;
+  let drawerObj = null;
+  let lastKey = '';
+  const types = new Set();
+
+  async function load({ append = false } = {}) {
+    const mine = ++seq;
+    // A refresh re-reads everything loaded so far (up to the API's 500), so "load older" survives polling.
+    const limit = append ? PAGE : Math.min(500, Math.max(PAGE, items.length));
+    try {
+      const body = await api.get(`/jobs?${apiQuery(p, limit, append ? cursor : null)}`);
+      if (mine !== seq) return;
+      items = append ? items.concat(body.items) : body.items;
+      cursor = body.next_cursor;
+      renderList();
+    } catch (err) {
+      if (mine === seq) fill(listWrap, h('p', { class: 'bad' }, err.detail || err.message));
+    }
+  }
+
+  function renderList(force = false) {
+    const before = types.size;
+    for (const j of items) types.add(j.name);
+    const key = JSON.stringify([items, p.job, ctx.state.queues.length, Math.floor(Date.now() / 30000)]);
+    if (before !== types.size) renderBar();
+    if (!force && key === lastKey) return;
+    lastKey = key;
+    countEl.textContent = t('jobs_count', { n: num(items.length) }) + (cursor ? '+' : '');
+    fill(listWrap, items.length
+      ? jobTable(items, ctx.state.queues, p.job)
+      : h('div', { class: 'empty', 'data-role': 'empty' }, h('p', {}, t('no_jobs'))));
+    fill(more, cursor ? h('button', { type: 'button', class: 'btn', 'data-role': 'more', onclick: () => load({ append: true }) }, t('load_more')) : null);
+  }
+
+  function renderBar() {
+    // Keep focus and caret in a text filter while typing.
+    const active = document.activeElement;
+    const key = active && active.dataset ? active.dataset.filter : null;
+    const caret = key && active.selectionStart;
+    fill(barWrap, filterBar(ctx, p, types));
+    if (key) {
+      const again = barWrap.querySelector(`[data-filter="${key}"]`);
+      if (again) { again.focus(); if (caret !== null && again.setSelectionRange) try { again.setSelectionRange(caret, caret); } catch { /* select */ } }
+    }
+  }
+
+  function syncDrawer(focus) {
+    if (drawerObj && drawerObj.id === p.job) return;
+    if (drawerObj) { drawerObj.destroy(); drawerObj = null; }
+    if (p.job) {
+      drawerObj = jobDrawer(p.job, ctx, () => { load(); });
+      el.append(drawerObj.el);
+      if (focus) drawerObj.el.focus();
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      if (liveToggle.checked && !document.hidden) {
+        await load();
+        if (drawerObj) drawerObj.poll();
+      }
+      schedule();
+    }, POLL_MS);
+  }
+  liveToggle.addEventListener('change', () => { if (liveToggle.checked) load(); });
+
+  renderBar();
+  fill(listWrap, h('p', { class: 'muted loading' }, '…'));
+  load();
+  syncDrawer(false);
+  schedule();
+
+  return {
+    el,
+    route(next) {
+      const filtersChanged = ['queue', 'status', 'type', 'user', 'range', 'q'].some((k) => (next[k] || '') !== (p[k] || ''));
+      p = { ...next };
+      if (filtersChanged) {
+        items = [];
+        cursor = null;
+        // Rebuild the bar unless the change came from typing in it (a rebuild would break IME input).
+        const fromTyping = TEXT_FILTERS.every((k) => (barWrap.querySelector(`[data-filter=${k}]`)?.value.trim() || '') === (p[k] || ''));
+        const selects = ['queue', 'status', 'range'].every((k) => (barWrap.querySelector(`[data-filter=${k}]`)?.value || '') === (p[k] || ''));
+        if (fromTyping && selects) {
+          const clear = barWrap.querySelector('[data-role=clear]');
+          if (clear) clear.hidden = !['queue', 'status', 'type', 'user', 'range', 'q'].some((k) => p[k]);
+        } else {
+          renderBar();
+        }
+        load();
+      } else {
+        renderList(true);
+      }
+      syncDrawer(true);
+    },
+    tick() {
+      // The queue list in the filter arrives with the first stream update.
+      if (!barWrap.querySelector('#f-queue option:nth-child(2)') && ctx.state.queues.length) renderBar();
+      renderList(); // redraws only when the queue labels just arrived
+      if (drawerObj) drawerObj.tick();
+    },
+    destroy() {
+      clearTimeout(timer);
+      seq++;
+      if (drawerObj) drawerObj.destroy();
+    },
+  };
+}

@@ -1,0 +1,1282 @@
+"""Monitor read-path benchmark: ``python -m tests.bench.monitor [--rows N] [--quick] [--keep]``.
+
+What it does, in order:
+
+1. creates a fresh PostgreSQL database ``jq_bench_<random>`` and runs the monitor's own
+   migrations (``jetqueue_monitor.db.engine.make_engine`` + ``migrate``);
+2. loads N job records (default 1,000,000) spread over the seed catalog's queues and the
+   last 7 days, their job_attempts, job_stats minute rollups computed from those attempts
+   the way ingest would, 7 days of queue_samples (one row per queue every 5 s, what the
+   sampler writes and ``Store.expire`` keeps) and ~30 worker heartbeats, with asyncpg COPY;
+   then VACUUM ANALYZE;
+3. times the real read paths (``jetqueue_monitor.queries`` on a ``Store`` over the bench
+   database, a ``Snapshot`` built from ``QueueInfo`` objects, no NATS): overview, queues,
+   queue_detail, list_jobs with a set of filters, job_detail; and the housekeeping pass
+   ``Store.refresh_worker_statuses`` that shares the database with the API;
+4. EXPLAIN (ANALYZE, BUFFERS) of the SQL behind each case;
+5. end to end over HTTP: the real monitor (``python -m jetqueue_monitor``, i.e. ``create_app``
+   with its lifespan, ingest, sampler and housekeeping) against an embedded nats-server and
+   the bench database, timed with httpx (``--no-http`` skips it);
+6. candidate fixes, measured on copies of the queries and on extra indexes created in the
+   bench database only (the service code is not changed) (``--no-fixes`` skips it);
+7. prints a table, writes ``tests/bench/monitor-results.json`` and drops the database
+   (``--keep`` keeps it).
+
+Benchmarks are not tests: pytest's testpaths do not include tests/bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select, text, tuple_, union_all
+
+from jetqueue.catalog import Catalog, QueueSpec, load_catalog
+from jetqueue.control import QueueInfo
+from jetqueue_monitor import queries
+from jetqueue_monitor.db.engine import make_engine, migrate
+from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt, JobStat, QueueSample
+from jetqueue_monitor.live import QueueLive, Snapshot
+from jetqueue_monitor.settings import MonitorSettings
+from jetqueue_monitor.store import JobFilter, Store, decode_cursor, encode_cursor, job_query
+
+RESULTS = Path(__file__).with_name("monitor-results.json")
+DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGETS_MS = {"overview": 50.0, "search": 100.0}
+
+# ------------------------------------------------------------------ data model of the load
+# share of all jobs, job names, median duration (ms), dead-letter rate, has a user id
+QUEUE_MIX: dict[str, tuple[float, tuple[str, ...], float, float, bool]] = {
+    "audit-log": (0.25, ("audit.api-call", "audit.login", "audit.admin-action"), 15, 0.002, True),
+    "notification-send": (0.18, ("notify.push", "notify.sms", "notify.kakao"), 120, 0.02, True),
+    "email-send": (0.14, ("email.transactional", "email.digest", "email.marketing"), 400, 0.03, True),
+    "order-status-update": (0.12, ("order.status", "order.delivered"), 60, 0.01, True),
+    "ei-update": (0.08, ("ei.refresh", "ei.bulk-import"), 800, 0.04, True),
+    "analytics-aggregate": (0.06, ("analytics.hourly", "analytics.daily-rollup"), 20_000, 0.01, False),
+    "data-dtg-sync": (0.06, ("dtg.sync-vehicle", "dtg.sync-trips"), 3_000, 0.05, False),
+    "proposal-ranking": (0.05, ("proposal.rerank", "proposal.rerank-all"), 1_500, 0.02, True),
+    "dispatch-optimize": (0.03, ("dispatch.optimize", "dispatch.reoptimize"), 45_000, 0.06, False),
+    "report-generate": (0.025, ("report.monthly", "report.custom", "report.invoice"), 30_000, 0.03, True),
+    "cleanup-old-data": (
+        0.005,
+        ("cleanup.api-logs", "cleanup.notifications", "cleanup.completed-jobs"),
+        120_000,
+        0.02,
+        False,
+    ),
+}
+
+# (weight, error_type, message template; {n} gets a number, {h} a short hex)
+ERRORS: dict[str, list[tuple[float, str, str]]] = {
+    "*": [
+        (3, "TimeoutError", "read timeout after 30s calling {svc}"),
+        (2, "ConnectionResetError", "[Errno 104] Connection reset by peer"),
+        (1, "OperationalError", "(psycopg.OperationalError) server closed the connection unexpectedly"),
+        (1, "HTTPStatusError", "Server error '503 Service Unavailable' for url 'https://{svc}/v1/items/{n}'"),
+    ],
+    "audit-log": [(2, "ValidationError", "1 validation error for AuditEvent actor_id field required")],
+    "notification-send": [
+        (3, "FCMError", "Requested entity was not found (device d-{h})"),
+        (1, "FCMError", "registration token revoked for device d-{h}"),
+        (2, "SMSGatewayError", "rate limited by gateway, retry after 60s"),
+    ],
+    "email-send": [
+        (4, "SMTPRecipientsRefused", "550 5.1.1 <user{n}@example.com>: mailbox unavailable"),
+        (3, "SMTPServerDisconnected", "Connection unexpectedly closed by smtp.relay.example:587"),
+    ],
+    "order-status-update": [(3, "ConflictError", "invalid transition SHIPPED -> CREATED for order {n}")],
+    "ei-update": [(3, "KeyError", "'ei_score' missing in upstream payload for site {n}")],
+    "analytics-aggregate": [(2, "MemoryError", "worker RSS limit exceeded while aggregating partition {n}")],
+    "data-dtg-sync": [(4, "DTGProtocolError", "checksum mismatch in DTG frame {n} from vehicle V{h}")],
+    "proposal-ranking": [(2, "ValueError", "no candidate carriers for proposal {n}")],
+    "dispatch-optimize": [(3, "SolverTimeout", "OR-tools solver timeout after 60s (120 stops, 14 vehicles)")],
+    "report-generate": [(2, "RenderError", "template report/monthly.html: undefined variable 'totals'")],
+    "cleanup-old-data": [(1, "LockNotAvailable", "canceling statement due to lock timeout on table api_logs")],
+}
+SERVICES = ("ei-api.internal", "order-service.internal", "dtg-gw.internal", "push.googleapis.com", "smtp.relay.example")
+USERS = 3000
+DAYS = 7
+WORKERS_PER_QUEUE = {
+    "audit-log": 4,
+    "notification-send": 4,
+    "email-send": 4,
+    "order-status-update": 3,
+    "ei-update": 3,
+    "analytics-aggregate": 2,
+    "data-dtg-sync": 2,
+    "proposal-ranking": 2,
+    "dispatch-optimize": 2,
+    "report-generate": 2,
+    "cleanup-old-data": 2,
+}
+OFFLINE_WORKERS = {"cleanup-old-data"}  # its workers are down: a no_worker incident
+
+JOB_COLS = (
+    "job_id", "queue", "name", "status", "user_id", "data", "result", "error", "error_type", "attempts_made",
+    "max_attempts", "progress", "worker_id", "duration_ms", "stalls", "enqueued_at", "created_at", "started_at",
+    "finished_at", "last_event_ms", "expires_at",
+)  # fmt: skip
+ATTEMPT_COLS = (
+    "job_id", "attempt", "queue", "status", "worker_id", "started_at", "finished_at", "duration_ms", "error",
+    "error_type",
+)  # fmt: skip
+SAMPLE_COLS = (
+    "queue", "ts", "waiting", "active", "delayed", "dlq", "paused", "redelivered", "completed_total", "failed_total",
+    "oldest_waiting_s",
+)  # fmt: skip
+HB_COLS = (
+    "worker_id", "queue_name", "status", "reported_status", "hostname", "version", "pid", "concurrency",
+    "active_jobs", "processed_jobs", "failed_jobs", "last_heartbeat", "started_at", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sa_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def db_dsn(admin_dsn: str, db: str) -> str:
+    base, _, _ = admin_dsn.rpartition("/")
+    return f"{base}/{db}"
+
+
+def worker_ids(queue: str) -> list[str]:
+    n = WORKERS_PER_QUEUE.get(queue, 2)
+    return [f"jetqueue-worker-{queue}-7d9f8c{i:x}b5-x{i}k4q-{1000 + i}-{queue}" for i in range(n)]
+
+
+def old_worker_ids(queue: str) -> list[str]:
+    """Workers of earlier deployments: they ran most of the week's jobs and are gone now."""
+    return [f"jetqueue-worker-{queue}-5c{g}a1{i:x}e-old{g}{i}-{900 + i}-{queue}" for g in range(3) for i in range(2)]
+
+
+class Generator:
+    """Synthetic but lifecycle-consistent jobs and attempts (what ingest would have folded)."""
+
+    def __init__(self, catalog: Catalog, now: float, seed: int = 42) -> None:
+        self.rnd = random.Random(seed)
+        self.now = now
+        self.specs = {q.name: q for q in catalog.queues}
+        names = [q for q in QUEUE_MIX if q in self.specs] + [q for q in self.specs if q not in QUEUE_MIX]
+        self.queues = names
+        weights = [QUEUE_MIX.get(q, (0.01,))[0] for q in names]
+        self.q_cum = list(_cumsum(weights))
+        # minute-of-the-week weights: a KST working-day curve, quieter nights and weekend
+        self.minutes = DAYS * 1440
+        w = []
+        for m in range(self.minutes):
+            t = datetime.fromtimestamp(now - m * 60, UTC) + timedelta(hours=9)
+            h = t.hour + t.minute / 60
+            day = max(0.0, math.sin(math.pi * (h - 7) / 16)) if 7 <= h <= 23 else 0.0
+            w.append((0.2 + 0.8 * day) * (0.6 if t.weekday() >= 5 else 1.0))
+        self.m_cum = list(_cumsum(w))
+        self.errors = {q: [(wt, et, msg) for wt, et, msg in ERRORS["*"] + ERRORS.get(q, [])] for q in self.queues}
+        self.err_cum = {q: list(_cumsum([e[0] for e in v])) for q, v in self.errors.items()}
+        self.workers = {q: worker_ids(q) for q in self.queues}
+        self.old_workers = {q: old_worker_ids(q) for q in self.queues}
+
+    def error(self, queue: str) -> tuple[str, str]:
+        r = self.rnd
+        _, et, msg = r.choices(self.errors[queue], cum_weights=self.err_cum[queue])[0]
+        if "{" in msg:
+            msg = msg.format(n=r.randint(1000, 999_999), h=f"{r.getrandbits(24):06x}", svc=r.choice(SERVICES))
+        return et, f"{et}: {msg}"
+
+    def chunk(self, k: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        r = self.rnd
+        rand = r.random
+        now = self.now
+        qs = r.choices(self.queues, cum_weights=self.q_cum, k=k)
+        ms = r.choices(range(self.minutes), cum_weights=self.m_cum, k=k)
+        jobs: list[tuple[Any, ...]] = []
+        attempts: list[tuple[Any, ...]] = []
+        dt = _dt
+        for queue, minute in zip(qs, ms, strict=True):
+            spec: QueueSpec = self.specs[queue]
+            _, names, median, dlq_rate, has_user = QUEUE_MIX.get(queue, (0, ("job",), 100.0, 0.02, False))
+            age = minute * 60 + rand() * 60
+            created = now - age
+            job_id = f"{int(created * 1000):013x}{r.getrandbits(48):012x}"
+            # status: non-terminal ones are recent, failures spike on email-send in the last 30 min
+            if age < 120 and rand() < 0.6:
+                status = "active"
+            elif age < 3600 and rand() < 0.03 and spec.attempts > 1:
+                status = "scheduled"
+            else:
+                x = rand()
+                rate = 0.35 if (queue == "email-send" and age < 1800) else dlq_rate
+                status = "failed" if x < rate else ("cancelled" if x < rate + 0.003 else "completed")
+            if status == "failed":
+                n_att = spec.attempts
+            elif status == "scheduled":
+                n_att = min(spec.attempts - 1, 1 + (rand() < 0.3))
+            else:
+                x = rand()
+                n_att = min(spec.attempts, 1 if x < 0.9 else (2 if x < 0.98 else 3))
+            recent_worker = age < 86400 or rand() < 0.15
+            pool = self.workers[queue] if recent_worker else self.old_workers[queue]
+            t = created + r.lognormvariate(math.log(0.08), 1.2)  # wait before the first start
+            err = et = None
+            dur = 0
+            worker = None
+            started = finished = None
+            for a in range(1, n_att + 1):
+                worker = r.choice(pool)
+                started = t
+                last = a == n_att
+                dur = max(1, int(r.lognormvariate(math.log(median), 0.9)))
+                if last and status == "active":
+                    attempts.append((job_id, a, queue, "active", worker, dt(started), None, None, None, None))
+                    break
+                fin = min(started + dur / 1000, now - 0.001)
+                if last and status == "completed":
+                    attempts.append((job_id, a, queue, "completed", worker, dt(started), dt(fin), dur, None, None))
+                elif last and status == "cancelled":
+                    err, et = "cancelled by operator", None
+                    attempts.append((job_id, a, queue, "cancelled", worker, dt(started), dt(fin), dur, err, None))
+                else:
+                    et, err = self.error(queue)
+                    final = last and status == "failed"
+                    attempts.append(
+                        (job_id, a, queue, "failed", worker, dt(started), dt(fin), dur, err, et if final else None)
+                    )
+                    if not final:
+                        et = None  # a retrying record carries no error_type
+                finished = fin
+                t = fin + spec.backoff.delay_for(a) * (1 + rand())
+            terminal = status in ("completed", "failed", "cancelled")
+            user = f"u{int(USERS * rand() ** 2) + 1:05d}" if has_user else None
+            name = names[int(rand() * len(names))]
+            data = f'{{"ref": {r.randint(1, 10**7)}, "user": "{user}", "locale": "ko-KR"}}'
+            result = f'{{"ok": true, "items": {int(rand() * 100)}}}' if status == "completed" else None
+            keep = 8 * 86400  # a store that keeps the week (the seed catalog's retention_s is shorter)
+            last_ms = int((finished if terminal else started or created) * 1000)
+            jobs.append(
+                (
+                    job_id,
+                    queue,
+                    name,
+                    status,
+                    user,
+                    data,
+                    result,
+                    err if status != "completed" else None,
+                    et if status == "failed" else None,
+                    n_att,
+                    spec.attempts,
+                    100.0 if status == "completed" else (round(rand() * 90, 1) if status == "active" else None),
+                    worker,
+                    dur if status != "active" else None,
+                    1 if rand() < 0.002 else 0,
+                    dt(created),
+                    dt(created),
+                    dt(started) if started is not None else None,
+                    dt(finished) if terminal and finished is not None else None,
+                    last_ms,
+                    dt(finished + keep) if terminal and finished is not None else None,
+                )
+            )
+        return jobs, attempts
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _cumsum(xs: list[float]) -> Any:
+    s = 0.0
+    for x in xs:
+        s += x
+        yield s
+
+
+# ------------------------------------------------------------------ load
+STATS_SQL = """
+INSERT INTO job_stats (queue, minute, completed, failed, retried, duration_sum_ms, duration_count, hist,
+                       last_finished_at)
+WITH a AS (
+    SELECT a.queue,
+           date_trunc('minute', a.finished_at) AS minute,
+           a.finished_at,
+           a.duration_ms,
+           CASE WHEN a.status = 'completed' THEN 'completed'
+                WHEN a.status = 'failed' AND j.status = 'failed' AND a.attempt = j.attempts_made THEN 'failed'
+                WHEN a.status = 'failed' THEN 'retried'
+           END AS kind
+    FROM job_attempts a JOIN jobs j USING (job_id)
+    WHERE a.finished_at IS NOT NULL AND a.status IN ('completed', 'failed')
+),
+buckets AS (   -- bucket i = first i with duration <= DURATION_BUCKETS_MS[i] (integers: width_bucket of d - 1)
+    SELECT queue, minute, width_bucket(duration_ms - 1, $1::bigint[]) AS b, count(*) AS n
+    FROM a WHERE kind = 'completed' AND duration_ms IS NOT NULL
+    GROUP BY 1, 2, 3
+),
+hist AS (
+    SELECT queue, minute, jsonb_object_agg(b::text, n) AS hist FROM buckets GROUP BY 1, 2
+)
+SELECT a.queue, a.minute,
+       count(*) FILTER (WHERE kind = 'completed'),
+       count(*) FILTER (WHERE kind = 'failed'),
+       count(*) FILTER (WHERE kind = 'retried'),
+       coalesce(sum(duration_ms) FILTER (WHERE kind = 'completed' AND duration_ms IS NOT NULL), 0),
+       count(duration_ms) FILTER (WHERE kind = 'completed'),
+       coalesce(h.hist, '{}'::jsonb),
+       max(finished_at) FILTER (WHERE kind IN ('completed', 'failed'))
+FROM a LEFT JOIN hist h USING (queue, minute)
+GROUP BY a.queue, a.minute, h.hist
+"""
+
+
+async def load(
+    dsn: str, catalog: Catalog, rows: int, now: float, *, sample_hours: float, chunk: int = 50_000
+) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET synchronous_commit = off")
+        # Secondary (non-constraint) indexes are dropped for the COPY and rebuilt from their exact definitions.
+        idx = await conn.fetch(
+            """SELECT i.indexname, i.indexdef FROM pg_indexes i
+               WHERE i.schemaname = 'public' AND i.tablename IN ('jobs', 'job_attempts')
+                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"""
+        )
+        for r in idx:
+            await conn.execute(f'DROP INDEX "{r["indexname"]}"')
+        gen = Generator(catalog, now)
+        t0 = time.perf_counter()
+        done = n_att = 0
+        t_gen = t_copy = 0.0
+        while done < rows:
+            k = min(chunk, rows - done)
+            a = time.perf_counter()
+            jobs, attempts = gen.chunk(k)
+            b = time.perf_counter()
+            await conn.copy_records_to_table("jobs", records=jobs, columns=JOB_COLS)
+            await conn.copy_records_to_table("job_attempts", records=attempts, columns=ATTEMPT_COLS)
+            c = time.perf_counter()
+            t_gen += b - a
+            t_copy += c - b
+            done += k
+            n_att += len(attempts)
+            if done % 200_000 == 0 or done == rows:
+                log(f"  {done:,} jobs, {n_att:,} attempts ({time.perf_counter() - t0:.0f} s)")
+        info["jobs"] = done
+        info["attempts"] = n_att
+        info["generate_s"] = round(t_gen, 1)
+        info["copy_s"] = round(t_copy, 1)
+        a = time.perf_counter()
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        for r in idx:
+            await conn.execute(r["indexdef"])
+        info["index_s"] = round(time.perf_counter() - a, 1)
+        a = time.perf_counter()
+        await conn.execute(STATS_SQL, list(DURATION_BUCKETS_MS[:-1]))
+        info["job_stats_rows"] = await conn.fetchval("SELECT count(*) FROM job_stats")
+        info["job_stats_s"] = round(time.perf_counter() - a, 1)
+        a = time.perf_counter()
+        info["queue_samples_rows"] = await load_samples(conn, catalog, now, sample_hours)
+        info["worker_heartbeats_rows"] = await load_heartbeats(conn, catalog, now)
+        info["samples_s"] = round(time.perf_counter() - a, 1)
+        a = time.perf_counter()
+        await conn.execute("VACUUM ANALYZE")
+        info["vacuum_analyze_s"] = round(time.perf_counter() - a, 1)
+        info["total_s"] = round(time.perf_counter() - t0, 1)
+        info["sizes"] = {
+            r["t"]: r["size"]
+            for r in await conn.fetch(
+                """SELECT c.relname AS t, pg_size_pretty(pg_total_relation_size(c.oid)) AS size
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC"""
+            )
+        }
+        info["status_counts"] = {
+            r["status"]: r["n"]
+            for r in await conn.fetch("SELECT status, count(*) n FROM jobs GROUP BY 1 ORDER BY 2 DESC")
+        }
+        info["database_size"] = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
+    finally:
+        await conn.close()
+    return info
+
+
+async def load_samples(conn: asyncpg.Connection, catalog: Catalog, now: float, hours: float = DAYS * 24) -> int:
+    """What the sampler writes: one row per queue every 5 s, kept 7 days by Store.expire."""
+    rnd = random.Random(7)
+    rows = []
+    step = 5
+    n = int(hours * 3600 / step)
+    for spec in catalog.queues:
+        waiting = 0.0
+        dlq = rnd.randint(20, 400)
+        done = failed = 0
+        for i in range(n, -1, -1):
+            ts = now - i * step
+            waiting = max(0.0, waiting + rnd.gauss(0, 3) - waiting * 0.05)
+            if spec.name == "dispatch-optimize" and i < 8 * 60 // step:
+                waiting += 4  # a backlog building in the last 8 minutes
+            done += rnd.randint(0, 6)
+            if rnd.random() < 0.01:
+                failed += 1
+                dlq += 1
+            rows.append(
+                (spec.name, _dt(ts), int(waiting), rnd.randint(0, spec.concurrency), rnd.randint(0, 5), dlq, False,
+                 0, done, failed, round(waiting * 0.4, 1) if waiting >= 1 else None)
+            )  # fmt: skip
+    await conn.copy_records_to_table("queue_samples", records=rows, columns=SAMPLE_COLS)
+    return len(rows)
+
+
+async def load_heartbeats(conn: asyncpg.Connection, catalog: Catalog, now: float) -> int:
+    rows = []
+    for spec in catalog.queues:
+        for i, wid in enumerate(worker_ids(spec.name)):
+            offline = spec.name in OFFLINE_WORKERS
+            last = now - (600 if offline else 2)
+            rows.append(
+                (wid, spec.name, "OFFLINE" if offline else "ONLINE", "ONLINE", wid.rsplit("-", 2)[0], "0.4.0",
+                 1000 + i, spec.concurrency, 0 if offline else i % 3, 10_000 + i, 30 + i, _dt(last),
+                 _dt(now - 2 * 86400), _dt(now - 2 * 86400), _dt(last))
+            )  # fmt: skip
+    await conn.copy_records_to_table("worker_heartbeats", records=rows, columns=HB_COLS)
+    return len(rows)
+
+
+# ------------------------------------------------------------------ the snapshot (what the sampler would hold)
+def make_snapshot(catalog: Catalog) -> Snapshot:
+    snap = Snapshot(at=time.time())
+    for i, spec in enumerate(catalog.queues):
+        waiting = {"dispatch-optimize": 480, "cleanup-old-data": 3, "email-send": 35}.get(spec.name, i * 2)
+        info = QueueInfo(
+            queue=spec.name,
+            waiting=waiting,
+            waiting_by_level=[waiting, 0, 0][: spec.priority_levels] + [0] * max(0, spec.priority_levels - 3),
+            active=min(spec.concurrency, 3 + i),
+            scheduled=i,
+            recurring=0,
+            dead_lettered=200 + 10 * i,
+            redelivered=2 if spec.name == "data-dtg-sync" else 0,
+            paused=spec.name == "report-generate",
+            pause_until=None,
+            idle_pullers=1,
+        )
+        snap.queues[spec.name] = QueueLive(info=info, oldest_waiting_s=waiting * 0.4 or None, sampled_at=snap.at)
+    return snap
+
+
+# ------------------------------------------------------------------ timing
+def pct(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    if len(s) == 1:
+        s = s * 2
+    q = statistics.quantiles(s, n=100, method="inclusive")
+    return {
+        "n": len(xs),
+        "p50": round(q[49], 2),
+        "p95": round(q[94], 2),
+        "p99": round(q[98], 2),
+        "max": round(s[-1], 2),
+        "mean": round(statistics.fmean(s), 2),
+    }
+
+
+async def measure(
+    fn: Callable[[int], Awaitable[Any]], iterations: int, warmup: int = 10, budget_s: float = 60.0, min_n: int = 20
+) -> dict[str, Any]:
+    """Warm up, then time ``iterations`` sequential calls (fewer when one call is slow: ~budget_s per case)."""
+    t = time.perf_counter()
+    await fn(0)
+    first = time.perf_counter() - t
+    for i in range(max(0, min(warmup, int(budget_s / 6 / max(first, 1e-6))) - 1)):
+        await fn(i + 1)
+    n = max(min_n, min(iterations, int(budget_s / max(first, 1e-6))))
+    xs: list[float] = []
+    start = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        await fn(i)
+        xs.append((time.perf_counter() - t) * 1000)
+        if len(xs) >= min_n and time.perf_counter() - start > 2 * budget_s:
+            break  # the plan got slower after the first call (a generic plan): keep the run bounded
+    return {**pct(xs), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+# ------------------------------------------------------------------ cases
+class Bench:
+    def __init__(self, store: Store, catalog: Catalog, settings: MonitorSettings, snap: Snapshot) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.snap = snap
+        self.params: dict[str, Any] = {}
+
+    async def prepare(self) -> None:
+        """Pick realistic filter values from the loaded data."""
+        async with self.store.engine.connect() as c:
+            p = self.params
+            p["busy_queue"] = (
+                await c.exec_driver_sql("SELECT queue FROM jobs GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+            ).scalar_one()
+            p["failing_queue"] = "email-send"
+            p["small_queue"] = "cleanup-old-data"
+            # a user of typical (median) activity, and a heavy one
+            users = (
+                await c.exec_driver_sql(
+                    "SELECT user_id, count(*) FROM jobs WHERE user_id IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                )
+            ).all()
+            p["user_id"], p["user_jobs"] = users[len(users) // 2]
+            p["name"], p["name_jobs"] = (
+                await c.exec_driver_sql(
+                    "SELECT name, count(*) FROM jobs WHERE queue = 'email-send' GROUP BY 1 ORDER BY 2 LIMIT 1"
+                )
+            ).one()
+            old = (
+                await c.exec_driver_sql(
+                    "SELECT job_id FROM jobs WHERE created_at < now() - interval '3 days' "
+                    "ORDER BY created_at DESC LIMIT 1"
+                )
+            ).scalar_one()
+            p["job_id_full"] = old
+            p["job_id_prefix"] = old[:16]
+            ids = (await c.exec_driver_sql("SELECT job_id FROM jobs TABLESAMPLE SYSTEM (1) LIMIT 500")).scalars().all()
+            p["detail_ids"] = list(ids)
+            for word in ("timeout", "revoked", "mailbox"):
+                p[f"matches_{word}"] = (
+                    await c.exec_driver_sql(f"SELECT count(*) FROM jobs WHERE error ILIKE '%{word}%'")
+                ).scalar_one()
+            p["matches_prefix"] = (
+                await c.exec_driver_sql(f"SELECT count(*) FROM jobs WHERE job_id LIKE '{p['job_id_prefix']}%'")
+            ).scalar_one()
+        p["cursor_p5"] = await self.cursor_after(JobFilter(), 4)
+        p["cursor_p5_queue"] = await self.cursor_after(JobFilter(queue=p["busy_queue"]), 4)
+        p["cursor_p100"] = await self.cursor_after(JobFilter(), 99)
+
+    async def cursor_after(self, f: JobFilter, pages: int) -> str:
+        cursor = None
+        for _ in range(pages):
+            cursor = (await queries.list_jobs(self.store, f, cursor, 50, payloads=True))["next_cursor"]
+        assert cursor
+        return cursor
+
+    def job_filters(self) -> list[tuple[str, JobFilter, str | None]]:
+        p = self.params
+        now = datetime.now(UTC)
+        return [
+            ("jobs: no filter", JobFilter(), None),
+            (f"jobs: queue={p['busy_queue']}", JobFilter(queue=p["busy_queue"]), None),
+            (f"jobs: queue={p['small_queue']}", JobFilter(queue=p["small_queue"]), None),
+            ("jobs: status=failed", JobFilter(status="failed"), None),
+            (
+                f"jobs: queue={p['failing_queue']}&status=failed",
+                JobFilter(queue=p["failing_queue"], status="failed"),
+                None,
+            ),
+            (
+                "jobs: queue=notification-send&status=active",
+                JobFilter(queue="notification-send", status="active"),
+                None,
+            ),
+            (f"jobs: user_id ({p['user_jobs']} jobs)", JobFilter(user_id=p["user_id"]), None),
+            (f"jobs: name={p['name']}", JobFilter(name=p["name"]), None),
+            ("jobs: since=1h ago", JobFilter(since=now - timedelta(hours=1)), None),
+            ("jobs: status=failed&since=24h", JobFilter(status="failed", since=now - timedelta(hours=24)), None),
+            (f"jobs: q=timeout ({p['matches_timeout']} match)", JobFilter(q="timeout"), None),
+            (f"jobs: q=revoked ({p['matches_revoked']} match)", JobFilter(q="revoked"), None),
+            (f"jobs: queue={p['failing_queue']}&q=mailbox", JobFilter(queue=p["failing_queue"], q="mailbox"), None),
+            ("jobs: q=<job id prefix, 16 chars>", JobFilter(q=p["job_id_prefix"]), None),
+            ("jobs: q=<full job id>", JobFilter(q=p["job_id_full"]), None),
+            ("jobs: page 5 (cursor)", JobFilter(), p["cursor_p5"]),
+            (f"jobs: queue={p['busy_queue']} page 5", JobFilter(queue=p["busy_queue"]), p["cursor_p5_queue"]),
+            ("jobs: page 100 (cursor)", JobFilter(), p["cursor_p100"]),
+        ]
+
+    def cases(self) -> list[tuple[str, str, Callable[[int], Awaitable[Any]]]]:
+        st, sn, se, ca = self.store, self.snap, self.settings, self.catalog
+        busy = self.params["busy_queue"]
+        out: list[tuple[str, str, Callable[[int], Awaitable[Any]]]] = [
+            ("overview", "overview", lambda i: queries.overview(st, sn, se, ca)),
+            ("queues", "overview", lambda i: queries.queues(st, sn, se, ca)),
+            (f"queue_detail {busy}", "overview", lambda i: queries.queue_detail(st, sn, se, ca, busy)),
+        ]
+        for label, f, cur in self.job_filters():
+            out.append((label, "search", _list_jobs(st, f, cur)))
+        ids = self.params["detail_ids"]
+        out.append(
+            ("job_detail (random ids)", "search", lambda i: queries.job_detail(st, ids[i % len(ids)], payloads=True))
+        )
+        return out
+
+
+def _list_jobs(store: Store, f: JobFilter, cursor: str | None) -> Callable[[int], Awaitable[Any]]:
+    def call(_i: int) -> Awaitable[Any]:
+        return queries.list_jobs(store, f, cursor, 50, payloads=True)
+
+    return call
+
+
+# ------------------------------------------------------------------ EXPLAIN
+async def explain(store: Store, stmt: Any, *, generic: bool = False) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of a statement with its parameters.
+
+    ``generic``: the plan PostgreSQL uses for a prepared statement once it switches to a generic
+    plan (asyncpg, under SQLAlchemy, prepares and caches every statement per connection; from the
+    6th execution the server may use one plan for all parameter values). Shown with PREPARE +
+    ``plan_cache_mode = force_generic_plan`` + EXPLAIN EXECUTE.
+    """
+    compiled = stmt.compile(dialect=store.engine.dialect, compile_kwargs={"render_postcompile": True})
+    sql = str(compiled)
+    args = [compiled.params[k] for k in compiled.positiontup] if compiled.positiontup else []
+    drv = await asyncpg.connect(store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        if not generic:
+            rows = await drv.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql, *args)
+        else:
+            await drv.execute("PREPARE jq_bench_stmt AS " + sql)
+            await drv.execute("SET plan_cache_mode = force_generic_plan")
+            lits = ", ".join(_literal(a) for a in args)
+            rows = await drv.fetch(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE jq_bench_stmt({lits})")
+    finally:
+        await drv.close()
+    return "\n".join(r[0] for r in rows)
+
+
+def _literal(v: Any) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, datetime):
+        return f"'{v.isoformat()}'"
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+async def explain_sql(dsn: str, sql: str) -> str:
+    """EXPLAIN ANALYZE of a statement in a transaction that is rolled back."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+        finally:
+            await tr.rollback()
+    finally:
+        await conn.close()
+    return "\n".join(r[0] for r in rows)
+
+
+def overview_statements(params: dict[str, Any]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    busy = params["busy_queue"]
+    return {
+        "stats_since(24h) [overview, queues]": select(JobStat).where(JobStat.minute >= now - timedelta(hours=24)),
+        "_samples_at(now-10m) [incidents]": select(QueueSample)
+        .where(QueueSample.ts <= now - timedelta(minutes=10), QueueSample.ts > now - timedelta(minutes=15))
+        .order_by(QueueSample.ts),
+        f"top_errors {busy} [queue_detail]": select(
+            func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count()
+        )
+        .where(Job.queue == busy, Job.status == "failed", Job.finished_at >= now - timedelta(hours=24))
+        .group_by(text("1"), text("2"))
+        .order_by(func.count().desc())
+        .limit(5),
+        "refresh_worker_statuses per-worker query [housekeeping]": select(JobAttempt.status)
+        .where(JobAttempt.worker_id == worker_ids(busy)[0], JobAttempt.status.in_(("completed", "failed")))
+        .order_by(JobAttempt.finished_at.desc())
+        .limit(20),
+    }
+
+
+def plan_summary(plan: str) -> str:
+    """The first plan line and the execution time, for the table."""
+    lines = plan.splitlines()
+    ex = next((ln for ln in lines if ln.startswith("Execution Time")), "")
+    return f"{lines[0].strip()[:90]} | {ex}"
+
+
+# ------------------------------------------------------------------ candidate fixes (copies of the queries)
+async def stats_since_sql(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    """Same result as queries.stats_since, aggregated by PostgreSQL instead of loading every minute row."""
+    where = "minute >= :since" + (" AND queue = :queue" if queue else "")
+    params: dict[str, Any] = {"since": since, **({"queue": queue} if queue else {})}
+    out: dict[str, dict[str, Any]] = {}
+    async with store.sessions() as s:
+        for q, c, f, r, sm, n, last in await s.execute(
+            text(
+                "SELECT queue, sum(completed), sum(failed), sum(retried), sum(duration_sum_ms), sum(duration_count), "
+                f"max(last_finished_at) FROM job_stats WHERE {where} GROUP BY queue"
+            ),
+            params,
+        ):
+            out[q] = {"completed": int(c), "failed": int(f), "retried": int(r), "sum": int(sm), "count": int(n),
+                      "hist": Counter(), "last": last}  # fmt: skip
+        for q, b, n in await s.execute(
+            text(
+                "SELECT queue, h.key, sum(h.value::bigint) FROM job_stats, jsonb_each_text(hist) h "
+                f"WHERE {where} GROUP BY queue, h.key"
+            ),
+            params,
+        ):
+            out[q]["hist"][b] = int(n)
+    return out
+
+
+async def samples_at_distinct(store: Store, when: datetime) -> dict[str, QueueSample]:
+    """Same result as queries._samples_at: the newest sample per queue, one indexed probe per queue."""
+    out: dict[str, QueueSample] = {}
+    names = [q.name for q in store.catalog.queues]
+    sql = text(
+        "SELECT s.* FROM unnest(CAST(:names AS text[])) AS n(queue) CROSS JOIN LATERAL ("
+        "  SELECT * FROM queue_samples q WHERE q.queue = n.queue AND q.ts <= :when AND q.ts > :after"
+        "  ORDER BY q.ts DESC LIMIT 1) s"
+    )
+    async with store.sessions() as s:
+        rows = (
+            await s.execute(
+                select(QueueSample).from_statement(sql),
+                {"names": names, "when": when, "after": when - timedelta(minutes=5)},
+            )
+        ).scalars()
+        for row in rows:
+            out[row.queue] = row
+    return out
+
+
+def job_query_fixed(f: JobFilter, cursor: str | None, limit: int) -> Any:
+    """job_query with (a) a row-value cursor and (b) ``q`` split into two separately limited arms.
+
+    (b): ``job_id LIKE 'x%' OR error ILIKE '%x%'`` can use no index for the OR, so PostgreSQL walks
+    ix_jobs_created from the newest row and tests both on every row until 51 match; for a job id
+    (or a rare word) that is the whole table. Each arm alone can have a good plan: the job-id prefix
+    arm a range scan of an index with varchar_pattern_ops (the primary key cannot serve LIKE in a
+    non-C collation), the error arm a newest-first scan of a partial index on errored rows, or a
+    trigram index. The two arms are merged and re-limited (same rows, same order as job_query).
+    """
+    base = [c for c in _conds(f, cursor)]
+    order = (Job.created_at.desc(), Job.job_id.desc())
+    if not f.q:
+        stmt = select(Job)
+        if base:
+            stmt = stmt.where(*base)
+        return stmt.order_by(*order).limit(limit + 1)
+    needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # the prefix as an explicit byte-order range (what the planner derives from LIKE 'x%' for a
+    # constant, but cannot for a parameter in a generic plan); LIKE stays as the exact check
+    hi = f.q[:-1] + chr(min(ord(f.q[-1]) + 1, 0x10FFFF))
+    id_arm = (
+        select(Job.job_id, Job.created_at)
+        .where(
+            *base,
+            Job.job_id.op("~>=~")(f.q),
+            Job.job_id.op("~<~")(hi),
+            Job.job_id.like(f"{needle}%", escape="\\"),
+        )
+        .order_by(*order)
+        .limit(limit + 1)
+    )
+    err_arm = (
+        select(Job.job_id, Job.created_at)
+        .where(*base, Job.error.ilike(f"%{needle}%", escape="\\"))
+        .order_by(*order)
+        .limit(limit + 1)
+    )
+    u = union_all(id_arm.subquery().select(), err_arm.subquery().select()).subquery()
+    ids = select(u.c.job_id).distinct()
+    return select(Job).where(Job.job_id.in_(ids)).order_by(*order).limit(limit + 1)
+
+
+def _conds(f: JobFilter, cursor: str | None) -> list[Any]:
+    conds = []
+    if f.queue:
+        conds.append(Job.queue == f.queue)
+    if f.status:
+        conds.append(Job.status == f.status)
+    if f.name:
+        conds.append(Job.name == f.name)
+    if f.user_id:
+        conds.append(Job.user_id == f.user_id)
+    if f.since:
+        conds.append(Job.created_at >= f.since)
+    if f.until:
+        conds.append(Job.created_at < f.until)
+    if cursor:
+        c_at, c_id = decode_cursor(cursor)
+        conds.append(tuple_(Job.created_at, Job.job_id) < tuple_(c_at, c_id))
+    return conds
+
+
+async def list_jobs_with(store: Store, build: Callable[..., Any], f: JobFilter, cursor: str | None) -> dict[str, Any]:
+    """queries.list_jobs with another statement builder (same rows, same cursor)."""
+    async with store.sessions() as s:
+        rows = list((await s.execute(build(f, cursor, 50))).scalars())
+    more = len(rows) > 50
+    rows = rows[:50]
+    return {
+        "items": [queries.job_row(j, payloads=True) for j in rows],
+        "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].job_id) if more and rows else None,
+    }
+
+
+@contextlib.contextmanager
+def patched(**repl: Any) -> Any:
+    old = {k: getattr(queries, k) for k in repl}
+    for k, v in repl.items():
+        setattr(queries, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(queries, k, v)
+
+
+def _strip_volatile(d: Any) -> Any:
+    return json.loads(json.dumps(d, default=str))
+
+
+async def run_fixes(b: Bench, iterations: int, dsn: str) -> dict[str, Any]:
+    st, sn, se, ca = b.store, b.snap, b.settings, b.catalog
+    busy = b.params["busy_queue"]
+    out: dict[str, Any] = {}
+
+    async def ddl(sql: str) -> float:
+        conn = await asyncpg.connect(dsn)
+        try:
+            t = time.perf_counter()
+            await conn.execute(sql)
+            return round(time.perf_counter() - t, 2)
+        finally:
+            await conn.close()
+
+    # F1: overview / queues / queue_detail with SQL aggregation of job_stats and one sample per queue
+    log("fix F1: stats_since aggregated in SQL, _samples_at as one LATERAL probe per queue")
+    same = {}
+    for _ in range(3):  # a minute boundary between the two calls can change a window: retry
+        a = _strip_volatile(await queries.overview(st, sn, se, ca))
+        with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
+            bb = _strip_volatile(await queries.overview(st, sn, se, ca))
+        q1 = _strip_volatile(await queries.queues(st, sn, se, ca))
+        with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
+            q2 = _strip_volatile(await queries.queues(st, sn, se, ca))
+        same = {"overview": a == bb, "queues": q1 == q2}
+        if all(same.values()):
+            break
+    f1: dict[str, Any] = {"same_result": same}
+    with patched(stats_since=stats_since_sql):
+        f1["overview (stats only)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
+    with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
+        f1["overview"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
+        f1["queues"] = await measure(lambda i: queries.queues(st, sn, se, ca), iterations)
+        f1[f"queue_detail {busy}"] = await measure(lambda i: queries.queue_detail(st, sn, se, ca, busy), iterations)
+    out["F1 stats_since in SQL + samples LATERAL"] = f1
+
+    # F2: index on queue_samples(ts) for the unchanged _samples_at and Store.expire's delete
+    log("fix F2: index on queue_samples (ts)")
+    f2: dict[str, Any] = {}
+    stmt = overview_statements(b.params)["_samples_at(now-10m) [incidents]"]
+    f2["plan_before"] = await explain(st, stmt)
+    f2["create_s"] = await ddl("CREATE INDEX ix_queue_samples_ts ON queue_samples (ts)")
+    await ddl("ANALYZE queue_samples")
+    f2["plan_after"] = await explain(st, stmt)
+    f2["overview (code as is)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
+    with patched(stats_since=stats_since_sql):
+        f2["overview (+F1 stats)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
+    await ddl("DROP INDEX ix_queue_samples_ts")
+
+    out["F2 queue_samples(ts) index"] = f2
+
+    # F3: search (q): indexes alone, the split query, and both
+    log("fix F3: q search")
+    f3: dict[str, Any] = {}
+    qcases = [(lab, f, cur) for lab, f, cur in b.job_filters() if f.q]
+
+    def as_is(f: JobFilter, cur: str | None) -> Callable[[int], Awaitable[Any]]:
+        return lambda i: queries.list_jobs(st, f, cur, 50, payloads=True)
+
+    def split(f: JobFilter, cur: str | None) -> Callable[[int], Awaitable[Any]]:
+        return lambda i: list_jobs_with(st, job_query_fixed, f, cur)
+
+    for lab, f, cur in qcases:
+        old = await queries.list_jobs(st, f, cur, 50, payloads=True)
+        new = await list_jobs_with(st, job_query_fixed, f, cur)
+        f3.setdefault("same_result", {})[lab] = old == new
+    variants = [
+        ("V1 pattern idx, split query",
+         ["CREATE INDEX ix_jobs_job_id_pattern ON jobs (job_id varchar_pattern_ops)"], split),
+        ("V2 pattern + partial errored idx, split query",
+         ["CREATE INDEX ix_jobs_errored_created ON jobs (created_at, job_id) WHERE error IS NOT NULL"], split),
+        ("V3 pattern + partial + trgm idx, split query",
+         ["CREATE EXTENSION IF NOT EXISTS pg_trgm",
+          "CREATE INDEX ix_jobs_error_trgm ON jobs USING gin (error gin_trgm_ops)"], split),
+        ("V4 pattern + partial + trgm idx, query as is", [], as_is),
+    ]  # fmt: skip
+    for vname, ddls, mk in variants:
+        for sql in ddls:
+            f3.setdefault("create_s", {})[sql] = await ddl(sql)
+        if ddls:
+            await ddl("ANALYZE jobs")
+        for lab, f, cur in qcases:
+            f3[f"{lab} | {vname}"] = await measure(mk(f, cur), iterations)
+        build = job_query_fixed if mk is split else job_query
+        f3.setdefault("plans", {})[vname] = {lab: await explain(st, build(f, cur, 50)) for lab, f, cur in qcases}
+        f3.setdefault("generic plans", {})[vname] = {
+            lab: await explain(st, build(f, cur, 50), generic=True) for lab, f, cur in qcases
+        }
+    f3["index sizes"] = {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        for ix in ("ix_jobs_job_id_pattern", "ix_jobs_errored_created", "ix_jobs_error_trgm", "jobs_pkey",
+                   "ix_jobs_created"):  # fmt: skip
+            f3["index sizes"][ix] = await conn.fetchval(f"SELECT pg_size_pretty(pg_relation_size('{ix}'))")
+    finally:
+        await conn.close()
+    await ddl("DROP INDEX ix_jobs_error_trgm; DROP INDEX ix_jobs_job_id_pattern; DROP INDEX ix_jobs_errored_created")
+    await ddl("ANALYZE jobs")
+    out["F3 q search"] = f3
+
+    # F4: row-value cursor
+    log("fix F4: row-value cursor")
+    f4: dict[str, Any] = {}
+    for lab, f, cur in b.job_filters():
+        if cur is None:
+            continue
+        f4.setdefault("same_result", {})[lab] = (await queries.list_jobs(st, f, cur, 50, payloads=True)) == (
+            await list_jobs_with(st, job_query_fixed, f, cur)
+        )
+        f4[lab] = await measure(lambda i, f=f, cur=cur: list_jobs_with(st, job_query_fixed, f, cur), iterations)
+        f4.setdefault("plans", {})[lab] = {
+            "before": await explain(st, job_query(f, cur, 50)),
+            "after": await explain(st, job_query_fixed(f, cur, 50)),
+        }
+    out["F4 row-value cursor"] = f4
+
+    # F5: housekeeping index
+    log("fix F5: index on job_attempts (worker_id, finished_at)")
+    f5: dict[str, Any] = {}
+    stmt = overview_statements(b.params)["refresh_worker_statuses per-worker query [housekeeping]"]
+    f5["create_s"] = await ddl("CREATE INDEX ix_job_attempts_worker_finished ON job_attempts (worker_id, finished_at)")
+    await ddl("ANALYZE job_attempts")
+    f5["plan_after"] = await explain(st, stmt)
+    f5["refresh_worker_statuses"] = await measure(lambda i: refresh(st), 20, warmup=1, min_n=5)
+    await ddl("DROP INDEX ix_job_attempts_worker_finished")
+    out["F5 job_attempts(worker_id, finished_at) index"] = f5
+    return out
+
+
+async def refresh(store: Store) -> None:
+    await store.refresh_worker_statuses(offline_after_s=1e9, degraded_ratio=0.3, window=20)
+
+
+# ------------------------------------------------------------------ HTTP end to end
+async def run_http(db_url: str, dsn: str, b: Bench, iterations: int) -> dict[str, Any]:
+    import httpx
+
+    from jetqueue.embedded import EmbeddedNats, free_port
+
+    out: dict[str, Any] = {}
+    token = secrets.token_hex(16)
+    port = free_port()
+    nats = EmbeddedNats().start()
+    env = dict(os.environ)
+    env.update(
+        {
+            "JETQUEUE_NATS_URL": nats.url,
+            "JETQUEUE_MONITOR_DATABASE_URL": db_url,
+            "JETQUEUE_MONITOR_TOKENS": f"bench:operator:{token}",
+            "JETQUEUE_MONITOR_PORT": str(port),
+            "JETQUEUE_MONITOR_LOG_LEVEL": "WARNING",
+        }
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "jetqueue_monitor"], env=env)  # noqa: ASYNC220
+    stop = asyncio.Event()
+
+    beat_ms: list[float] = []
+
+    async def heartbeats() -> None:
+        """Live workers beat every 5 s: one row update per worker in its own transaction, the row
+        change Store.upsert_heartbeat makes (status back to ONLINE, new last_heartbeat)."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            live = [
+                r["worker_id"]
+                for r in await conn.fetch(
+                    "SELECT worker_id FROM worker_heartbeats WHERE queue_name <> ALL($1::text[])", list(OFFLINE_WORKERS)
+                )
+            ]
+            while not stop.is_set():
+                for wid in live:
+                    t = time.perf_counter()
+                    await conn.execute(
+                        "UPDATE worker_heartbeats SET last_heartbeat = now(), updated_at = now(), status = 'ONLINE' "
+                        "WHERE worker_id = $1 AND last_heartbeat <= now()",
+                        wid,
+                    )
+                    beat_ms.append((time.perf_counter() - t) * 1000)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5)
+        finally:
+            await conn.close()
+
+    beat = asyncio.create_task(heartbeats())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    r = await c.get("/health")
+                    if r.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("monitor did not become healthy")
+                await asyncio.sleep(0.3)
+            p = b.params
+            gets = [
+                ("GET /overview", "overview", "/admin/worker-monitor/overview", {}),
+                ("GET /queues", "overview", "/admin/worker-monitor/queues", {}),
+                ("GET /jobs", "search", "/admin/worker-monitor/jobs", {}),
+                ("GET /jobs?queue&status=failed", "search", "/admin/worker-monitor/jobs",
+                 {"queue": p["failing_queue"], "status": "failed"}),
+                ("GET /jobs?q=timeout", "search", "/admin/worker-monitor/jobs", {"q": "timeout"}),
+                ("GET /jobs?q=<job id prefix>", "search", "/admin/worker-monitor/jobs", {"q": p["job_id_prefix"]}),
+                ("GET /jobs/{id}", "search", None, {}),
+            ]  # fmt: skip
+            ids = p["detail_ids"]
+            for label, kind, path, params in gets:
+
+                async def call(i: int, path: str | None = path, params: dict[str, str] = params) -> None:
+                    url = path or f"/admin/worker-monitor/jobs/{ids[i % len(ids)]}"
+                    r = await c.get(url, params=params)
+                    r.raise_for_status()
+
+                out[label] = {"kind": kind, **await measure(call, iterations)}
+                log(f"  {label}: p50 {out[label]['p50']} ms, p95 {out[label]['p95']} ms")
+    finally:
+        stop.set()
+        await asyncio.gather(beat, return_exceptions=True)
+        if beat_ms:
+            out["_heartbeat_update_ms"] = {"kind": "heartbeat", **pct(beat_ms)}
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        nats.cleanup()
+    return out
+
+
+# ------------------------------------------------------------------ report
+def table(rows: list[tuple[str, str, dict[str, Any]]]) -> str:
+    w = max(len(r[0]) for r in rows)
+    head = f"{'case':<{w}}  {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  target"
+    lines = [head, "-" * len(head)]
+    for label, kind, r in rows:
+        tgt = TARGETS_MS.get(kind)
+        verdict = (
+            "" if tgt is None else (f"p95<{tgt:g} ok" if r["p95"] < tgt else f"p95<{tgt:g} MISS x{r['p95'] / tgt:.1f}")
+        )
+        lines.append(f"{label:<{w}}  {r['n']:>4} {r['p50']:>9.2f} {r['p95']:>9.2f} {r['p99']:>9.2f}  {verdict}")
+    return "\n".join(lines)
+
+
+def _host() -> tuple[str, str]:
+    cpu = mem = ""
+    with contextlib.suppress(OSError, StopIteration, IndexError):
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in info if "model name" in ln)
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    return cpu, mem
+
+
+async def machine(dsn: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        settings = {
+            r["name"]: f"{r['setting']}{r['unit'] or ''}"
+            for r in await conn.fetch(
+                "SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'work_mem', "
+                "'effective_cache_size', 'max_parallel_workers_per_gather', 'random_page_cost', 'jit')"
+            )
+        }
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    cpu, mem = _host()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "postgresql": version,
+        "pg_settings": settings,
+        "asyncpg": asyncpg.__version__,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    admin = args.dsn
+    catalog = load_catalog()
+    reuse = bool(args.db)
+    db = args.db or f"jq_bench_{secrets.token_hex(4)}"
+    dsn = db_dsn(admin, db)
+    if not reuse:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+    log(f"database {db}" + (" (reused, not loaded, kept)" if reuse else ""))
+    results: dict[str, Any] = {
+        "database": db,
+        "rows": args.rows,
+        "iterations": args.iterations,
+        "sample_hours": args.sample_hours,
+        "started": datetime.now(UTC).isoformat(),
+        "command": " ".join(["python -m tests.bench.monitor", *sys.argv[1:]]),
+    }
+    engine = make_engine(sa_url(dsn))
+    try:
+        results["machine"] = await machine(dsn)
+        await migrate(engine)
+        if reuse:
+            conn = await asyncpg.connect(dsn)
+            results["rows"] = await conn.fetchval("SELECT count(*) FROM jobs")
+            results["load"] = {"reused": db, "newest_job": await conn.fetchval("SELECT max(created_at) FROM jobs")}
+            await conn.close()
+        else:
+            log(f"loading {args.rows:,} jobs")
+            now = time.time()
+            results["load"] = await load(dsn, catalog, args.rows, now, sample_hours=args.sample_hours)
+            log(f"loaded in {results['load']['total_s']} s: {json.dumps(results['load'])}")
+        store = Store(engine, catalog)
+        settings = MonitorSettings(database_url=sa_url(dsn))
+        bench = Bench(store, catalog, settings, make_snapshot(catalog))
+        await bench.prepare()
+        results["params"] = {k: v for k, v in bench.params.items() if k != "detail_ids"}
+        direct: list[tuple[str, str, dict[str, Any]]] = []
+        for label, kind, fn in bench.cases():
+            r = await measure(fn, args.iterations)
+            direct.append((label, kind, r))
+            log(f"  {label}: p50 {r['p50']} ms, p95 {r['p95']} ms, p99 {r['p99']} ms (n={r['n']})")
+        hk = await measure(lambda i: refresh(store), 20, warmup=1, min_n=5)
+        direct.append(("housekeeping: refresh_worker_statuses", "housekeeping", hk))
+        log(f"  refresh_worker_statuses: p50 {hk['p50']} ms")
+        ex = await measure(lambda i: store.expire(), 20, warmup=2)
+        direct.append(("housekeeping: expire", "housekeeping", ex))
+        log(f"  expire: p50 {ex['p50']} ms")
+        results["direct"] = [{"case": lab, "kind": k, **r} for lab, k, r in direct]
+
+        log("EXPLAIN ANALYZE")
+        plans: dict[str, str] = {}
+        for label, stmt in overview_statements(bench.params).items():
+            plans[label] = await explain(store, stmt)
+        for label, f, cur in bench.job_filters():
+            plans[label] = await explain(store, job_query(f, cur, 50))
+            plans[label + " [generic plan]"] = await explain(store, job_query(f, cur, 50), generic=True)
+        plans["Store.expire: DELETE old queue_samples [housekeeping]"] = await explain_sql(
+            dsn, "DELETE FROM queue_samples WHERE ts < now() - interval '7 days'"
+        )
+        results["plans"] = plans
+
+        if not args.no_http:
+            log("HTTP end to end (python -m jetqueue_monitor + embedded nats-server)")
+            try:
+                results["http"] = await run_http(sa_url(dsn), dsn, bench, args.iterations)
+            except Exception as exc:  # report, do not lose the rest
+                log(f"HTTP phase failed: {exc!r}")
+                results["http_error"] = repr(exc)
+        if not args.no_fixes:
+            results["fixes"] = await run_fixes(bench, args.iterations, dsn)
+
+        print()
+        print(f"jetqueue monitor read paths, {results['rows']:,} jobs ({results['machine']['nproc']} CPUs, "
+              f"PostgreSQL {results['machine']['postgresql']})")  # fmt: skip
+        print(table(direct))
+        if results.get("http"):
+            print()
+            print("HTTP (python -m jetqueue_monitor, real app, housekeeping running):")
+            print(table([(k, v["kind"], v) for k, v in results["http"].items()]))
+        print()
+        print("EXPLAIN ANALYZE (first line | execution time):")
+        for label, plan in plans.items():
+            print(f"  {label}: {plan_summary(plan)}")
+        if results.get("fixes"):
+            print()
+            print("Candidate fixes (measured on copies of the queries / extra indexes in the bench database):")
+            for name, fx in results["fixes"].items():
+                print(f"  {name}")
+                for k, v in fx.items():
+                    if isinstance(v, dict) and "p95" in v:
+                        print(f"    {k:<70} n={v['n']:>4} p50 {v['p50']:>8.2f}  p95 {v['p95']:>8.2f}  ", end="")
+                        print(f"p99 {v['p99']:>8.2f}")
+                    elif k in ("same_result", "index sizes") or k.endswith("_s"):
+                        print(f"    {k}: {v}")
+        return 0
+    finally:
+        RESULTS.write_text(json.dumps(results, indent=2, default=str))
+        log(f"results in {RESULTS}")
+        await engine.dispose()
+        if args.keep or reuse:
+            log(f"kept database {db} ({dsn})")
+        else:
+            conn = await asyncpg.connect(admin)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await conn.close()
+            log(f"dropped database {db}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.monitor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000, help="job records to load (default 1,000,000)")
+    ap.add_argument("--quick", action="store_true", help="50,000 job records")
+    ap.add_argument("--iterations", type=int, default=200, help="timed calls per case (after warm-up)")
+    ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    ap.add_argument(
+        "--db",
+        help="measure a database kept by --keep instead of creating and loading one (it is kept; its data "
+        "does not move with the clock, so re-use it soon after loading)",
+    )
+    ap.add_argument(
+        "--sample-hours",
+        type=float,
+        default=DAYS * 24,
+        help="hours of queue_samples to load (default 168: the 7 days Store.expire keeps)",
+    )
+    ap.add_argument("--no-http", action="store_true", help="skip the end-to-end HTTP measurements")
+    ap.add_argument("--no-fixes", action="store_true", help="skip the candidate-fix measurements")
+    ap.add_argument(
+        "--dsn",
+        default=os.environ.get("JQ_BENCH_PG", DEFAULT_ADMIN_DSN),
+        help="PostgreSQL DSN of a database to connect to for CREATE/DROP DATABASE (env JQ_BENCH_PG)",
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rows = 50_000
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
