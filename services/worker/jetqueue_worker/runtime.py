@@ -179,9 +179,13 @@ class Worker:
                     h.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Cancel until every loop has ended: asyncio.wait_for inside nats-py can
+        # swallow a cancel that lands just as a reply arrives (Python 3.11).
+        pending_tasks = {t for t in self._tasks if not t.done()}
+        while pending_tasks:
+            for t in pending_tasks:
+                t.cancel()
+            _finished, pending_tasks = await asyncio.wait(pending_tasks, timeout=0.5)
         for p in self._pullers:
             await p.stop()
         if self._cancel_sub is not None:
@@ -272,7 +276,7 @@ class Worker:
 
     async def _lease_loop(self) -> None:
         interval = max(self.spec.ack_wait_s / 3, 0.3)
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             for h in list(self.held.values()):
                 try:
@@ -282,7 +286,7 @@ class Worker:
 
     async def _advisory_loop(self) -> None:
         """Dead-letter jobs that hit max_deliver; the advisories wait in a stream until a worker takes them."""
-        while True:
+        while not self._stopping:
             try:
                 msgs = await self._advisory_sub.fetch(10, timeout=self.idle_wait_s)
             except asyncio.CancelledError:
@@ -299,7 +303,7 @@ class Worker:
                     await _quiet(m.nak(delay=5))
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self._send_heartbeat()
             await asyncio.sleep(self.heartbeat_s)
 
