@@ -129,3 +129,19 @@ async def test_worker_exports_prometheus_metrics(nc: NatsClient, catalog: Catalo
     assert 'jetqueue_jobs_completed_total{job_name="send",queue="email-send"} 1.0' in text
     assert 'jetqueue_job_duration_seconds_count{job_name="send",queue="email-send"} 1.0' in text
     assert 'jetqueue_jobs_in_flight{queue="email-send"} 0.0' in text
+
+
+async def test_worker_loads_user_processors(nc: NatsClient, catalog: Catalog, spawn_worker: Any) -> None:
+    client = JobClient(nc, catalog)
+    spawn_worker(Q, catalog, JETQUEUE_WORKER_PROCESSOR="tests.integration.fixtures_pkg:register")
+    await eventually(lambda: _online(nc, Q, 1), timeout=20)
+    r = await client.enqueue(Q, "anything", {"text": "hi"})
+    await eventually(lambda: _is(client, r.job_id, JobStatus.COMPLETED), timeout=10)
+    assert (await client.status(r.job_id)).result == {"shout": "HI"}
+
+
+async def test_worker_refuses_a_processor_module_it_cannot_load(catalog: Catalog, spawn_worker: Any) -> None:
+    w = spawn_worker(Q, catalog, JETQUEUE_WORKER_PROCESSOR="no_such_module_xyz")
+    code = await asyncio.to_thread(w.proc.wait, 30)
+    assert code != 0 and "cannot import processor module 'no_such_module_xyz'" in w.log()
+    assert "Traceback" not in w.log()

@@ -36,13 +36,44 @@ def default_registry(services: Services | None = None) -> ProcessorRegistry:
     return reg
 
 
+def load_processors(spec: str, queue: str) -> ProcessorRegistry:
+    """Import the user's processors named by ``package.module[:function]``.
+
+    Raises:
+        JetqueueError: the module cannot be imported, or registers nothing for ``queue``.
+    """
+    import importlib
+
+    from jetqueue.errors import JetqueueError
+    from jetqueue.processors import registry as global_registry
+
+    module_name, _, func = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise JetqueueError(f"cannot import processor module {module_name!r}: {exc}") from exc
+    if func:
+        reg = ProcessorRegistry()
+        fn = getattr(module, func, None)
+        if not callable(fn):
+            raise JetqueueError(f"{module_name} has no function {func!r}")
+        fn(reg)
+    else:
+        reg = global_registry
+    if queue not in reg.queues():
+        raise JetqueueError(f"{spec} registers no processor for queue {queue!r}")
+    return reg
+
+
 def create_app(
     settings: WorkerSettings, *, catalog: Catalog | None = None, registry: ProcessorRegistry | None = None
 ) -> FastStream:
     """Build the worker app for ``settings.queue`` (nothing connects until it starts)."""
     catalog = catalog or load_catalog(settings.common.catalog)
     spec = catalog.get(settings.queue)
-    registry = registry or default_registry()
+    registry = registry or (
+        load_processors(settings.processor, spec.name) if settings.processor else default_registry()
+    )
     common = settings.common
     broker = NatsBroker(
         common.servers(),
