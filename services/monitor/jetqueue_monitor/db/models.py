@@ -147,7 +147,7 @@ class QueueSample(Base):
     failed_total: Mapped[int] = mapped_column(BigInteger, default=0)
     oldest_waiting_s: Mapped[float | None] = mapped_column(Float)
 
-    __table_args__ = (Index("ix_queue_samples_queue_ts", "queue", "ts"),)
+    __table_args__ = (Index("ix_queue_samples_queue_ts", "queue", "ts"), Index("ix_queue_samples_ts", "ts"))
 
 
 class JobStat(Base):
