@@ -5,22 +5,24 @@ What it does, in order:
 1. creates a fresh PostgreSQL database ``jq_bench_<random>`` and runs the monitor's own
    migrations (``jetqueue_monitor.db.engine.make_engine`` + ``migrate``);
 2. loads N job records (default 1,000,000) spread over the seed catalog's queues and the
-   last 7 days, their job_attempts, job_stats minute rollups computed from those attempts
-   the way ingest would, 7 days of queue_samples (one row per queue every 5 s, what the
-   sampler writes and ``Store.expire`` keeps) and ~30 worker heartbeats, with asyncpg COPY;
-   then VACUUM ANALYZE;
-3. times the real read paths (``jetqueue_monitor.queries`` on a ``Store`` over the bench
-   database, a ``Snapshot`` built from ``QueueInfo`` objects, no NATS): overview, queues,
-   queue_detail, list_jobs with a set of filters, job_detail; and the housekeeping pass
-   ``Store.refresh_worker_statuses`` that shares the database with the API;
-4. EXPLAIN (ANALYZE, BUFFERS) of the SQL behind each case;
-5. end to end over HTTP: the real monitor (``python -m jetqueue_monitor``, i.e. ``create_app``
-   with its lifespan, ingest, sampler and housekeeping) against an embedded nats-server and
-   the bench database, timed with httpx (``--no-http`` skips it);
-6. candidate fixes, measured on copies of the queries and on extra indexes created in the
-   bench database only (the service code is not changed) (``--no-fixes`` skips it);
-7. prints a table, writes ``tests/bench/monitor-results.json`` and drops the database
-   (``--keep`` keeps it).
+   last 7 days, in time order (as ingest writes them), their job_attempts, job_stats minute
+   and job_stats_hourly rollups computed from those attempts the way ingest would, 7 days of queue_samples (one
+   row per queue every 5 s: what the sampler writes and ``Store.expire`` keeps) and 30 worker
+   heartbeats, with asyncpg COPY; then VACUUM ANALYZE;
+3. ``direct``: times the real read paths (``jetqueue_monitor.queries`` on a ``Store`` over the
+   bench database, a ``Snapshot`` built from ``QueueInfo`` objects, no NATS): overview, queues,
+   queue_detail, list_jobs with a set of filters, job_detail; and the housekeeping passes
+   (``Store.refresh_worker_statuses``, ``Store.expire``) that share the database with the API;
+4. ``explain``: EXPLAIN (ANALYZE, BUFFERS) of the SQL behind each case, for list_jobs without
+   a search text also the generic plan (the one PostgreSQL may switch a prepared statement to
+   after 5 runs; searches are planned for their text);
+5. ``http``: end to end, the real monitor (``python -m jetqueue_monitor``: ``create_app`` with
+   its lifespan, ingest, sampler and housekeeping) against an embedded nats-server and the
+   bench database, timed with httpx, while 27 live workers heartbeat;
+6. prints a table, writes ``tests/bench/monitor-results.json`` and drops the database
+   (``--keep`` keeps it; ``--db NAME --phases direct`` measures a kept one again, after
+   running the newest migrations on it: the way to compare two versions of the code on
+   the same data in one session).
 
 Benchmarks are not tests: pytest's testpaths do not include tests/bench.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -40,23 +43,22 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, text, tuple_, union_all
+from sqlalchemy import func, select, text
 
 from jetqueue.catalog import Catalog, QueueSpec, load_catalog
 from jetqueue.control import QueueInfo
 from jetqueue_monitor import queries
 from jetqueue_monitor.db.engine import make_engine, migrate
-from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt, JobStat, QueueSample
+from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt, JobStat, JobStatHourly, QueueSample
 from jetqueue_monitor.live import QueueLive, Snapshot
 from jetqueue_monitor.settings import MonitorSettings
-from jetqueue_monitor.store import JobFilter, Store, decode_cursor, encode_cursor, job_query
+from jetqueue_monitor.store import JobFilter, Store, job_query
 
 RESULTS = Path(__file__).with_name("monitor-results.json")
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -203,12 +205,19 @@ class Generator:
             msg = msg.format(n=r.randint(1000, 999_999), h=f"{r.getrandbits(24):06x}", svc=r.choice(SERVICES))
         return et, f"{et}: {msg}"
 
-    def chunk(self, k: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    def chunk(self, k: int, part: int, parts: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Jobs of the ``part``-th of ``parts`` consecutive stretches of the week (oldest first), each
+        holding the same share of the week's traffic, in time order: the rows land in the heap in
+        about the order ingest writes them (a job row at its first record)."""
         r = self.rnd
         rand = r.random
         now = self.now
         qs = r.choices(self.queues, cum_weights=self.q_cum, k=k)
-        ms = r.choices(range(self.minutes), cum_weights=self.m_cum, k=k)
+        total = self.m_cum[-1]
+        hi = total * (1 - part / parts)
+        lo = total * (1 - (part + 1) / parts)
+        top = self.minutes - 1
+        ms = [min(bisect.bisect_left(self.m_cum, lo + rand() * (hi - lo)), top) for _ in range(k)]
         jobs: list[tuple[Any, ...]] = []
         attempts: list[tuple[Any, ...]] = []
         dt = _dt
@@ -297,6 +306,8 @@ class Generator:
                     dt(finished + keep) if terminal and finished is not None else None,
                 )
             )
+        jobs.sort(key=lambda j: j[16])  # created_at
+        attempts.sort(key=lambda a: a[5])  # started_at
         return jobs, attempts
 
 
@@ -345,6 +356,23 @@ SELECT a.queue, a.minute,
        max(finished_at) FILTER (WHERE kind IN ('completed', 'failed'))
 FROM a LEFT JOIN hist h USING (queue, minute)
 GROUP BY a.queue, a.minute, h.hist
+ORDER BY a.minute, a.queue   -- heap in time order, as ingest writes the rollups
+"""
+
+
+# the minute rollups summed per hour, as ingest keeps job_stats_hourly (migration 0004)
+HOURLY_SQL = """
+INSERT INTO job_stats_hourly (queue, hour, completed, failed, retried, duration_sum_ms, duration_count, hist,
+                              last_finished_at)
+WITH b AS (
+    SELECT queue, date_trunc('hour', minute, 'UTC') AS hour, h.key AS k, sum(h.value::bigint) AS v
+    FROM job_stats, jsonb_each_text(hist) h GROUP BY 1, 2, 3
+), hj AS (SELECT queue, hour, jsonb_object_agg(k, v) AS hist FROM b GROUP BY 1, 2)
+SELECT s.queue, date_trunc('hour', s.minute, 'UTC') AS hour, sum(completed), sum(failed), sum(retried),
+       sum(duration_sum_ms), sum(duration_count), coalesce(hj.hist, '{}'::jsonb), max(last_finished_at)
+FROM job_stats s LEFT JOIN hj ON hj.queue = s.queue AND hj.hour = date_trunc('hour', s.minute, 'UTC')
+GROUP BY 1, 2, hj.hist
+ORDER BY 2, 1
 """
 
 
@@ -367,10 +395,11 @@ async def load(
         t0 = time.perf_counter()
         done = n_att = 0
         t_gen = t_copy = 0.0
-        while done < rows:
+        parts = math.ceil(rows / chunk)
+        for part in range(parts):
             k = min(chunk, rows - done)
             a = time.perf_counter()
-            jobs, attempts = gen.chunk(k)
+            jobs, attempts = gen.chunk(k, part, parts)
             b = time.perf_counter()
             await conn.copy_records_to_table("jobs", records=jobs, columns=JOB_COLS)
             await conn.copy_records_to_table("job_attempts", records=attempts, columns=ATTEMPT_COLS)
@@ -379,7 +408,7 @@ async def load(
             t_copy += c - b
             done += k
             n_att += len(attempts)
-            if done % 200_000 == 0 or done == rows:
+            if done % 200_000 == 0 or part == parts - 1:
                 log(f"  {done:,} jobs, {n_att:,} attempts ({time.perf_counter() - t0:.0f} s)")
         info["jobs"] = done
         info["attempts"] = n_att
@@ -393,6 +422,8 @@ async def load(
         a = time.perf_counter()
         await conn.execute(STATS_SQL, list(DURATION_BUCKETS_MS[:-1]))
         info["job_stats_rows"] = await conn.fetchval("SELECT count(*) FROM job_stats")
+        await conn.execute(HOURLY_SQL)
+        info["job_stats_hourly_rows"] = await conn.fetchval("SELECT count(*) FROM job_stats_hourly")
         info["job_stats_s"] = round(time.perf_counter() - a, 1)
         a = time.perf_counter()
         info["queue_samples_rows"] = await load_samples(conn, catalog, now, sample_hours)
@@ -426,22 +457,22 @@ async def load_samples(conn: asyncpg.Connection, catalog: Catalog, now: float, h
     rows = []
     step = 5
     n = int(hours * 3600 / step)
-    for spec in catalog.queues:
-        waiting = 0.0
-        dlq = rnd.randint(20, 400)
-        done = failed = 0
-        for i in range(n, -1, -1):
-            ts = now - i * step
-            waiting = max(0.0, waiting + rnd.gauss(0, 3) - waiting * 0.05)
+    state = {spec.name: [0.0, rnd.randint(20, 400), 0, 0] for spec in catalog.queues}  # waiting, dlq, done, failed
+    for i in range(n, -1, -1):  # time-major, as the sampler writes them
+        ts = _dt(now - i * step)
+        for spec in catalog.queues:
+            st = state[spec.name]
+            st[0] = max(0.0, st[0] + rnd.gauss(0, 3) - st[0] * 0.05)
             if spec.name == "dispatch-optimize" and i < 8 * 60 // step:
-                waiting += 4  # a backlog building in the last 8 minutes
-            done += rnd.randint(0, 6)
+                st[0] += 4  # a backlog building in the last 8 minutes
+            st[2] += rnd.randint(0, 6)
             if rnd.random() < 0.01:
-                failed += 1
-                dlq += 1
+                st[3] += 1
+                st[1] += 1
+            waiting = st[0]
             rows.append(
-                (spec.name, _dt(ts), int(waiting), rnd.randint(0, spec.concurrency), rnd.randint(0, 5), dlq, False,
-                 0, done, failed, round(waiting * 0.4, 1) if waiting >= 1 else None)
+                (spec.name, ts, int(waiting), rnd.randint(0, spec.concurrency), rnd.randint(0, 5), st[1], False,
+                 0, st[2], st[3], round(waiting * 0.4, 1) if waiting >= 1 else None)
             )  # fmt: skip
     await conn.copy_records_to_table("queue_samples", records=rows, columns=SAMPLE_COLS)
     return len(rows)
@@ -691,11 +722,24 @@ async def explain_sql(dsn: str, sql: str) -> str:
 def overview_statements(params: dict[str, Any]) -> dict[str, Any]:
     now = datetime.now(UTC)
     busy = params["busy_queue"]
-    return {
-        "stats_since(24h) [overview, queues]": select(JobStat).where(JobStat.minute >= now - timedelta(hours=24)),
-        "_samples_at(now-10m) [incidents]": select(QueueSample)
+    day = now - timedelta(hours=24)
+    edge = day.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    newest = (
+        select(QueueSample.queue, func.max(QueueSample.ts).label("ts"))
         .where(QueueSample.ts <= now - timedelta(minutes=10), QueueSample.ts > now - timedelta(minutes=15))
-        .order_by(QueueSample.ts),
+        .group_by(QueueSample.queue)
+        .subquery()
+    )
+    return {
+        "stats_since(24h): minute rows [overview, queues]": select(
+            JobStat.queue, JobStat.completed, JobStat.hist
+        ).where(JobStat.minute >= day, JobStat.minute < edge),
+        "stats_since(24h): hourly rows [overview, queues]": select(
+            JobStatHourly.queue, JobStatHourly.completed, JobStatHourly.hist
+        ).where(JobStatHourly.hour >= edge),
+        "_samples_at(now-10m) [incidents]": select(QueueSample).join(
+            newest, (QueueSample.queue == newest.c.queue) & (QueueSample.ts == newest.c.ts)
+        ),
         f"top_errors {busy} [queue_detail]": select(
             func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count()
         )
@@ -715,274 +759,6 @@ def plan_summary(plan: str) -> str:
     lines = plan.splitlines()
     ex = next((ln for ln in lines if ln.startswith("Execution Time")), "")
     return f"{lines[0].strip()[:90]} | {ex}"
-
-
-# ------------------------------------------------------------------ candidate fixes (copies of the queries)
-async def stats_since_sql(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
-    """Same result as queries.stats_since, aggregated by PostgreSQL instead of loading every minute row."""
-    where = "minute >= :since" + (" AND queue = :queue" if queue else "")
-    params: dict[str, Any] = {"since": since, **({"queue": queue} if queue else {})}
-    out: dict[str, dict[str, Any]] = {}
-    async with store.sessions() as s:
-        for q, c, f, r, sm, n, last in await s.execute(
-            text(
-                "SELECT queue, sum(completed), sum(failed), sum(retried), sum(duration_sum_ms), sum(duration_count), "
-                f"max(last_finished_at) FROM job_stats WHERE {where} GROUP BY queue"
-            ),
-            params,
-        ):
-            out[q] = {"completed": int(c), "failed": int(f), "retried": int(r), "sum": int(sm), "count": int(n),
-                      "hist": Counter(), "last": last}  # fmt: skip
-        for q, b, n in await s.execute(
-            text(
-                "SELECT queue, h.key, sum(h.value::bigint) FROM job_stats, jsonb_each_text(hist) h "
-                f"WHERE {where} GROUP BY queue, h.key"
-            ),
-            params,
-        ):
-            out[q]["hist"][b] = int(n)
-    return out
-
-
-async def samples_at_distinct(store: Store, when: datetime) -> dict[str, QueueSample]:
-    """Same result as queries._samples_at: the newest sample per queue, one indexed probe per queue."""
-    out: dict[str, QueueSample] = {}
-    names = [q.name for q in store.catalog.queues]
-    sql = text(
-        "SELECT s.* FROM unnest(CAST(:names AS text[])) AS n(queue) CROSS JOIN LATERAL ("
-        "  SELECT * FROM queue_samples q WHERE q.queue = n.queue AND q.ts <= :when AND q.ts > :after"
-        "  ORDER BY q.ts DESC LIMIT 1) s"
-    )
-    async with store.sessions() as s:
-        rows = (
-            await s.execute(
-                select(QueueSample).from_statement(sql),
-                {"names": names, "when": when, "after": when - timedelta(minutes=5)},
-            )
-        ).scalars()
-        for row in rows:
-            out[row.queue] = row
-    return out
-
-
-def job_query_fixed(f: JobFilter, cursor: str | None, limit: int) -> Any:
-    """job_query with (a) a row-value cursor and (b) ``q`` split into two separately limited arms.
-
-    (b): ``job_id LIKE 'x%' OR error ILIKE '%x%'`` can use no index for the OR, so PostgreSQL walks
-    ix_jobs_created from the newest row and tests both on every row until 51 match; for a job id
-    (or a rare word) that is the whole table. Each arm alone can have a good plan: the job-id prefix
-    arm a range scan of an index with varchar_pattern_ops (the primary key cannot serve LIKE in a
-    non-C collation), the error arm a newest-first scan of a partial index on errored rows, or a
-    trigram index. The two arms are merged and re-limited (same rows, same order as job_query).
-    """
-    base = [c for c in _conds(f, cursor)]
-    order = (Job.created_at.desc(), Job.job_id.desc())
-    if not f.q:
-        stmt = select(Job)
-        if base:
-            stmt = stmt.where(*base)
-        return stmt.order_by(*order).limit(limit + 1)
-    needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    # the prefix as an explicit byte-order range (what the planner derives from LIKE 'x%' for a
-    # constant, but cannot for a parameter in a generic plan); LIKE stays as the exact check
-    hi = f.q[:-1] + chr(min(ord(f.q[-1]) + 1, 0x10FFFF))
-    id_arm = (
-        select(Job.job_id, Job.created_at)
-        .where(
-            *base,
-            Job.job_id.op("~>=~")(f.q),
-            Job.job_id.op("~<~")(hi),
-            Job.job_id.like(f"{needle}%", escape="\\"),
-        )
-        .order_by(*order)
-        .limit(limit + 1)
-    )
-    err_arm = (
-        select(Job.job_id, Job.created_at)
-        .where(*base, Job.error.ilike(f"%{needle}%", escape="\\"))
-        .order_by(*order)
-        .limit(limit + 1)
-    )
-    u = union_all(id_arm.subquery().select(), err_arm.subquery().select()).subquery()
-    ids = select(u.c.job_id).distinct()
-    return select(Job).where(Job.job_id.in_(ids)).order_by(*order).limit(limit + 1)
-
-
-def _conds(f: JobFilter, cursor: str | None) -> list[Any]:
-    conds = []
-    if f.queue:
-        conds.append(Job.queue == f.queue)
-    if f.status:
-        conds.append(Job.status == f.status)
-    if f.name:
-        conds.append(Job.name == f.name)
-    if f.user_id:
-        conds.append(Job.user_id == f.user_id)
-    if f.since:
-        conds.append(Job.created_at >= f.since)
-    if f.until:
-        conds.append(Job.created_at < f.until)
-    if cursor:
-        c_at, c_id = decode_cursor(cursor)
-        conds.append(tuple_(Job.created_at, Job.job_id) < tuple_(c_at, c_id))
-    return conds
-
-
-async def list_jobs_with(store: Store, build: Callable[..., Any], f: JobFilter, cursor: str | None) -> dict[str, Any]:
-    """queries.list_jobs with another statement builder (same rows, same cursor)."""
-    async with store.sessions() as s:
-        rows = list((await s.execute(build(f, cursor, 50))).scalars())
-    more = len(rows) > 50
-    rows = rows[:50]
-    return {
-        "items": [queries.job_row(j, payloads=True) for j in rows],
-        "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].job_id) if more and rows else None,
-    }
-
-
-@contextlib.contextmanager
-def patched(**repl: Any) -> Any:
-    old = {k: getattr(queries, k) for k in repl}
-    for k, v in repl.items():
-        setattr(queries, k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            setattr(queries, k, v)
-
-
-def _strip_volatile(d: Any) -> Any:
-    return json.loads(json.dumps(d, default=str))
-
-
-async def run_fixes(b: Bench, iterations: int, dsn: str) -> dict[str, Any]:
-    st, sn, se, ca = b.store, b.snap, b.settings, b.catalog
-    busy = b.params["busy_queue"]
-    out: dict[str, Any] = {}
-
-    async def ddl(sql: str) -> float:
-        conn = await asyncpg.connect(dsn)
-        try:
-            t = time.perf_counter()
-            await conn.execute(sql)
-            return round(time.perf_counter() - t, 2)
-        finally:
-            await conn.close()
-
-    # F1: overview / queues / queue_detail with SQL aggregation of job_stats and one sample per queue
-    log("fix F1: stats_since aggregated in SQL, _samples_at as one LATERAL probe per queue")
-    same = {}
-    for _ in range(3):  # a minute boundary between the two calls can change a window: retry
-        a = _strip_volatile(await queries.overview(st, sn, se, ca))
-        with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
-            bb = _strip_volatile(await queries.overview(st, sn, se, ca))
-        q1 = _strip_volatile(await queries.queues(st, sn, se, ca))
-        with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
-            q2 = _strip_volatile(await queries.queues(st, sn, se, ca))
-        same = {"overview": a == bb, "queues": q1 == q2}
-        if all(same.values()):
-            break
-    f1: dict[str, Any] = {"same_result": same}
-    with patched(stats_since=stats_since_sql):
-        f1["overview (stats only)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
-    with patched(stats_since=stats_since_sql, _samples_at=samples_at_distinct):
-        f1["overview"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
-        f1["queues"] = await measure(lambda i: queries.queues(st, sn, se, ca), iterations)
-        f1[f"queue_detail {busy}"] = await measure(lambda i: queries.queue_detail(st, sn, se, ca, busy), iterations)
-    out["F1 stats_since in SQL + samples LATERAL"] = f1
-
-    # F2: index on queue_samples(ts) for the unchanged _samples_at and Store.expire's delete
-    log("fix F2: index on queue_samples (ts)")
-    f2: dict[str, Any] = {}
-    stmt = overview_statements(b.params)["_samples_at(now-10m) [incidents]"]
-    f2["plan_before"] = await explain(st, stmt)
-    f2["create_s"] = await ddl("CREATE INDEX ix_queue_samples_ts ON queue_samples (ts)")
-    await ddl("ANALYZE queue_samples")
-    f2["plan_after"] = await explain(st, stmt)
-    f2["overview (code as is)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
-    with patched(stats_since=stats_since_sql):
-        f2["overview (+F1 stats)"] = await measure(lambda i: queries.overview(st, sn, se, ca), iterations)
-    await ddl("DROP INDEX ix_queue_samples_ts")
-
-    out["F2 queue_samples(ts) index"] = f2
-
-    # F3: search (q): indexes alone, the split query, and both
-    log("fix F3: q search")
-    f3: dict[str, Any] = {}
-    qcases = [(lab, f, cur) for lab, f, cur in b.job_filters() if f.q]
-
-    def as_is(f: JobFilter, cur: str | None) -> Callable[[int], Awaitable[Any]]:
-        return lambda i: queries.list_jobs(st, f, cur, 50, payloads=True)
-
-    def split(f: JobFilter, cur: str | None) -> Callable[[int], Awaitable[Any]]:
-        return lambda i: list_jobs_with(st, job_query_fixed, f, cur)
-
-    for lab, f, cur in qcases:
-        old = await queries.list_jobs(st, f, cur, 50, payloads=True)
-        new = await list_jobs_with(st, job_query_fixed, f, cur)
-        f3.setdefault("same_result", {})[lab] = old == new
-    variants = [
-        ("V1 pattern idx, split query",
-         ["CREATE INDEX ix_jobs_job_id_pattern ON jobs (job_id varchar_pattern_ops)"], split),
-        ("V2 pattern + partial errored idx, split query",
-         ["CREATE INDEX ix_jobs_errored_created ON jobs (created_at, job_id) WHERE error IS NOT NULL"], split),
-        ("V3 pattern + partial + trgm idx, split query",
-         ["CREATE EXTENSION IF NOT EXISTS pg_trgm",
-          "CREATE INDEX ix_jobs_error_trgm ON jobs USING gin (error gin_trgm_ops)"], split),
-        ("V4 pattern + partial + trgm idx, query as is", [], as_is),
-    ]  # fmt: skip
-    for vname, ddls, mk in variants:
-        for sql in ddls:
-            f3.setdefault("create_s", {})[sql] = await ddl(sql)
-        if ddls:
-            await ddl("ANALYZE jobs")
-        for lab, f, cur in qcases:
-            f3[f"{lab} | {vname}"] = await measure(mk(f, cur), iterations)
-        build = job_query_fixed if mk is split else job_query
-        f3.setdefault("plans", {})[vname] = {lab: await explain(st, build(f, cur, 50)) for lab, f, cur in qcases}
-        f3.setdefault("generic plans", {})[vname] = {
-            lab: await explain(st, build(f, cur, 50), generic=True) for lab, f, cur in qcases
-        }
-    f3["index sizes"] = {}
-    conn = await asyncpg.connect(dsn)
-    try:
-        for ix in ("ix_jobs_job_id_pattern", "ix_jobs_errored_created", "ix_jobs_error_trgm", "jobs_pkey",
-                   "ix_jobs_created"):  # fmt: skip
-            f3["index sizes"][ix] = await conn.fetchval(f"SELECT pg_size_pretty(pg_relation_size('{ix}'))")
-    finally:
-        await conn.close()
-    await ddl("DROP INDEX ix_jobs_error_trgm; DROP INDEX ix_jobs_job_id_pattern; DROP INDEX ix_jobs_errored_created")
-    await ddl("ANALYZE jobs")
-    out["F3 q search"] = f3
-
-    # F4: row-value cursor
-    log("fix F4: row-value cursor")
-    f4: dict[str, Any] = {}
-    for lab, f, cur in b.job_filters():
-        if cur is None:
-            continue
-        f4.setdefault("same_result", {})[lab] = (await queries.list_jobs(st, f, cur, 50, payloads=True)) == (
-            await list_jobs_with(st, job_query_fixed, f, cur)
-        )
-        f4[lab] = await measure(lambda i, f=f, cur=cur: list_jobs_with(st, job_query_fixed, f, cur), iterations)
-        f4.setdefault("plans", {})[lab] = {
-            "before": await explain(st, job_query(f, cur, 50)),
-            "after": await explain(st, job_query_fixed(f, cur, 50)),
-        }
-    out["F4 row-value cursor"] = f4
-
-    # F5: housekeeping index
-    log("fix F5: index on job_attempts (worker_id, finished_at)")
-    f5: dict[str, Any] = {}
-    stmt = overview_statements(b.params)["refresh_worker_statuses per-worker query [housekeeping]"]
-    f5["create_s"] = await ddl("CREATE INDEX ix_job_attempts_worker_finished ON job_attempts (worker_id, finished_at)")
-    await ddl("ANALYZE job_attempts")
-    f5["plan_after"] = await explain(st, stmt)
-    f5["refresh_worker_statuses"] = await measure(lambda i: refresh(st), 20, warmup=1, min_n=5)
-    await ddl("DROP INDEX ix_job_attempts_worker_finished")
-    out["F5 job_attempts(worker_id, finished_at) index"] = f5
-    return out
 
 
 async def refresh(store: Store) -> None:
@@ -1116,13 +892,9 @@ def _host() -> tuple[str, str]:
 async def machine(dsn: str) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
-        settings = {
-            r["name"]: f"{r['setting']}{r['unit'] or ''}"
-            for r in await conn.fetch(
-                "SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'work_mem', "
-                "'effective_cache_size', 'max_parallel_workers_per_gather', 'random_page_cost', 'jit')"
-            )
-        }
+        names = ("shared_buffers", "work_mem", "effective_cache_size", "max_parallel_workers_per_gather",
+                 "random_page_cost", "jit", "plan_cache_mode")  # fmt: skip
+        settings = {n: await conn.fetchval(f"SHOW {n}") for n in names}
         version = await conn.fetchval("SHOW server_version")
     finally:
         await conn.close()
@@ -1141,6 +913,9 @@ async def machine(dsn: str) -> dict[str, Any]:
 async def main_async(args: argparse.Namespace) -> int:
     admin = args.dsn
     catalog = load_catalog()
+    phases = set(args.phases.split(","))
+    if args.no_http:
+        phases.discard("http")
     reuse = bool(args.db)
     db = args.db or f"jq_bench_{secrets.token_hex(4)}"
     dsn = db_dsn(admin, db)
@@ -1177,44 +952,48 @@ async def main_async(args: argparse.Namespace) -> int:
         await bench.prepare()
         results["params"] = {k: v for k, v in bench.params.items() if k != "detail_ids"}
         direct: list[tuple[str, str, dict[str, Any]]] = []
-        for label, kind, fn in bench.cases():
+        for label, kind, fn in bench.cases() if "direct" in phases else []:
             r = await measure(fn, args.iterations)
             direct.append((label, kind, r))
             log(f"  {label}: p50 {r['p50']} ms, p95 {r['p95']} ms, p99 {r['p99']} ms (n={r['n']})")
-        hk = await measure(lambda i: refresh(store), 20, warmup=1, min_n=5)
-        direct.append(("housekeeping: refresh_worker_statuses", "housekeeping", hk))
-        log(f"  refresh_worker_statuses: p50 {hk['p50']} ms")
-        ex = await measure(lambda i: store.expire(), 20, warmup=2)
-        direct.append(("housekeeping: expire", "housekeeping", ex))
-        log(f"  expire: p50 {ex['p50']} ms")
-        results["direct"] = [{"case": lab, "kind": k, **r} for lab, k, r in direct]
+        if "direct" in phases:
+            hk = await measure(lambda i: refresh(store), 20, warmup=1, min_n=5)
+            direct.append(("housekeeping: refresh_worker_statuses", "housekeeping", hk))
+            log(f"  refresh_worker_statuses: p50 {hk['p50']} ms")
+            ex = await measure(lambda i: store.expire(), 20, warmup=2)
+            direct.append(("housekeeping: expire", "housekeeping", ex))
+            log(f"  expire: p50 {ex['p50']} ms")
+            results["direct"] = [{"case": lab, "kind": k, **r} for lab, k, r in direct]
 
-        log("EXPLAIN ANALYZE")
         plans: dict[str, str] = {}
-        for label, stmt in overview_statements(bench.params).items():
+        if "explain" in phases:
+            log("EXPLAIN ANALYZE")
+        for label, stmt in overview_statements(bench.params).items() if "explain" in phases else []:
             plans[label] = await explain(store, stmt)
-        for label, f, cur in bench.job_filters():
-            plans[label] = await explain(store, job_query(f, cur, 50))
-            plans[label + " [generic plan]"] = await explain(store, job_query(f, cur, 50), generic=True)
-        plans["Store.expire: DELETE old queue_samples [housekeeping]"] = await explain_sql(
-            dsn, "DELETE FROM queue_samples WHERE ts < now() - interval '7 days'"
-        )
-        results["plans"] = plans
+        for label, f, cur in bench.job_filters() if "explain" in phases else []:
+            stmt = job_query(f, cur, 50, dialect="postgresql")
+            plans[label] = await explain(store, stmt)
+            if not f.q:  # list_jobs plans searches for their text (plan_cache_mode = force_custom_plan)
+                plans[label + " [generic plan]"] = await explain(store, stmt, generic=True)
+        if "explain" in phases:
+            plans["Store.expire: DELETE old queue_samples [housekeeping]"] = await explain_sql(
+                dsn, "DELETE FROM queue_samples WHERE ts < now() - interval '7 days'"
+            )
+            results["plans"] = plans
 
-        if not args.no_http:
+        if "http" in phases:
             log("HTTP end to end (python -m jetqueue_monitor + embedded nats-server)")
             try:
                 results["http"] = await run_http(sa_url(dsn), dsn, bench, args.iterations)
             except Exception as exc:  # report, do not lose the rest
                 log(f"HTTP phase failed: {exc!r}")
                 results["http_error"] = repr(exc)
-        if not args.no_fixes:
-            results["fixes"] = await run_fixes(bench, args.iterations, dsn)
 
         print()
         print(f"jetqueue monitor read paths, {results['rows']:,} jobs ({results['machine']['nproc']} CPUs, "
               f"PostgreSQL {results['machine']['postgresql']})")  # fmt: skip
-        print(table(direct))
+        if direct:
+            print(table(direct))
         if results.get("http"):
             print()
             print("HTTP (python -m jetqueue_monitor, real app, housekeeping running):")
@@ -1223,17 +1002,6 @@ async def main_async(args: argparse.Namespace) -> int:
         print("EXPLAIN ANALYZE (first line | execution time):")
         for label, plan in plans.items():
             print(f"  {label}: {plan_summary(plan)}")
-        if results.get("fixes"):
-            print()
-            print("Candidate fixes (measured on copies of the queries / extra indexes in the bench database):")
-            for name, fx in results["fixes"].items():
-                print(f"  {name}")
-                for k, v in fx.items():
-                    if isinstance(v, dict) and "p95" in v:
-                        print(f"    {k:<70} n={v['n']:>4} p50 {v['p50']:>8.2f}  p95 {v['p95']:>8.2f}  ", end="")
-                        print(f"p99 {v['p99']:>8.2f}")
-                    elif k in ("same_result", "index sizes") or k.endswith("_s"):
-                        print(f"    {k}: {v}")
         return 0
     finally:
         RESULTS.write_text(json.dumps(results, indent=2, default=str))
@@ -1266,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
         help="hours of queue_samples to load (default 168: the 7 days Store.expire keeps)",
     )
     ap.add_argument("--no-http", action="store_true", help="skip the end-to-end HTTP measurements")
-    ap.add_argument("--no-fixes", action="store_true", help="skip the candidate-fix measurements")
+    ap.add_argument("--phases", default="direct,explain,http", help="comma list of direct,explain,http (default all)")
     ap.add_argument(
         "--dsn",
         default=os.environ.get("JQ_BENCH_PG", DEFAULT_ADMIN_DSN),

@@ -354,6 +354,15 @@ async def test_pause_until_in_the_future_then_resume(monitor: httpx.AsyncClient)
     assert (await monitor.get(f"{BASE}/queues/{Q}", headers=VIEWER)).json()["paused"] is False
 
 
+async def test_pause_without_an_end_reports_no_end(monitor: httpx.AsyncClient) -> None:
+    r = await monitor.post(f"{BASE}/queues/{Q}/pause", json={"reason": "x"}, headers=HEADERS["operator"])
+    assert r.status_code == 200 and r.json() == {"paused": True, "pause_until": None}
+    for url in (f"{BASE}/queues/{Q}", f"{BASE}/queues"):
+        body = (await monitor.get(url, headers=VIEWER)).json()
+        q = body if isinstance(body, dict) else next(x for x in body if x["name"] == Q)
+        assert q["paused"] is True and q["pause_until"] is None, q
+
+
 @pytest.mark.parametrize("wildcard", ["%2A", "%3E"])
 async def test_retry_with_a_wildcard_job_id_is_rejected(
     wildcard: str, monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient, catalog: Catalog

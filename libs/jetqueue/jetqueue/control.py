@@ -103,6 +103,15 @@ def _until_str(until: datetime) -> str:
     return until.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _indefinite(stamp: str) -> bool:
+    """A pause without an end is a pause until now + FOREVER: report it as "no end" (None)."""
+    try:
+        year = int(stamp[:4])
+    except ValueError:
+        return False
+    return year >= datetime.now(UTC).year + 90  # FOREVER is 100 years: stays recognised for a decade
+
+
 async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
     levels = []
     active = redelivered = idle = 0
@@ -116,7 +125,9 @@ async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
         idle += ci.num_waiting or 0
         if ci.paused:
             paused = True
-            pause_until = ci.config.pause_until or pause_until
+            until = ci.config.pause_until
+            if until and not _indefinite(until):
+                pause_until = until
     si = await js.stream_info(spec.stream, subjects_filter=f"{names.PREFIX}.{spec.name}.*.*")
     subjects = si.state.subjects or {}
     prefix_s = f"{names.PREFIX}.{spec.name}.sched."

@@ -127,6 +127,7 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await migrate(engine)
+        await store.load_finished_totals()  # before ingest starts counting on top
         nc, js = await connect_and_check(settings.common, name="jetqueue-monitor", catalog=catalog)
         app.state.nc = nc
         app.state.control = Control(nc, catalog, source="monitor")

@@ -61,14 +61,12 @@ class Sampler:
         store: Store,
         *,
         interval_s: float,
-        ingest_totals: dict[str, dict[str, int]] | None = None,
     ) -> None:
         self.js = js
         self.catalog = catalog
         self.store = store
         self.interval_s = interval_s
         self.snapshot = Snapshot()
-        self.totals = ingest_totals if ingest_totals is not None else {}
         self._task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -84,7 +82,7 @@ class Sampler:
                 log.warning("sampling %s failed: %s", spec.name, exc)
                 continue
             snap.queues[spec.name] = QueueLive(info=info, oldest_waiting_s=lag, sampled_at=snap.at)
-            totals = self.totals.get(spec.name, {})
+            totals = self.store.finished_totals.get(spec.name, {})
             rows.append(
                 {
                     "queue": spec.name,

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 
 from jetqueue.catalog import Catalog
 from jetqueue_monitor.db.models import (
@@ -15,6 +15,7 @@ from jetqueue_monitor.db.models import (
     Job,
     JobAttempt,
     JobStat,
+    JobStatHourly,
     QueueSample,
     WorkerHeartbeat,
 )
@@ -41,27 +42,60 @@ def percentile(hist: dict[str, int], q: float) -> float | None:
     return float(DURATION_BUCKETS_MS[-2])
 
 
+def _empty_stats() -> dict[str, Any]:
+    return {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": Counter(), "last": None}
+
+
 async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
-    """Per-queue totals from the minute rollups since ``since``."""
-    stmt = select(JobStat).where(JobStat.minute >= since)
-    if queue:
-        stmt = stmt.where(JobStat.queue == queue)
+    """Per-queue totals of the rollups since ``since`` (the same as summing the minute rows).
+
+    Windows over two hours read the minute rows up to the first whole hour and
+    the hourly rows after it: a day is 24 rows per queue plus at most 59, not
+    1,440. Rows come back as plain tuples (no ORM objects) and are summed here,
+    where the duration histograms merge the same way on SQLite and PostgreSQL.
+    """
+    edge: datetime | None = None
+    if utcnow() - since > timedelta(hours=2):
+        floor = since.replace(minute=0, second=0, microsecond=0)
+        edge = floor if floor == since else floor + timedelta(hours=1)
+    stmts = []
+    for model, at in ((JobStat, JobStat.minute), (JobStatHourly, JobStatHourly.hour)):
+        if model is JobStatHourly and edge is None:
+            continue
+        stmt = select(
+            model.queue,
+            model.completed,
+            model.failed,
+            model.retried,
+            model.duration_sum_ms,
+            model.duration_count,
+            model.hist,
+            model.last_finished_at,
+        )
+        if model is JobStat:
+            stmt = stmt.where(at >= since, *([at < edge] if edge is not None else []))
+        else:
+            stmt = stmt.where(at >= edge)
+        if queue:
+            stmt = stmt.where(model.queue == queue)
+        stmts.append(stmt)
     out: dict[str, dict[str, Any]] = {}
     async with store.sessions() as s:
-        for row in (await s.execute(stmt)).scalars():
-            d = out.setdefault(
-                row.queue,
-                {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": Counter(), "last": None},
-            )
-            d["completed"] += row.completed
-            d["failed"] += row.failed
-            d["retried"] += row.retried
-            d["sum"] += row.duration_sum_ms
-            d["count"] += row.duration_count
-            d["hist"].update(row.hist or {})
-            last = _aware(row.last_finished_at)
-            if last is not None and (d["last"] is None or last > d["last"]):
-                d["last"] = last
+        for stmt in stmts:
+            for q, completed, failed, retried, dsum, dcount, hist, last in await s.execute(stmt):
+                d = out.get(q)
+                if d is None:
+                    d = out[q] = _empty_stats()
+                d["completed"] += completed
+                d["failed"] += failed
+                d["retried"] += retried
+                d["sum"] += dsum
+                d["count"] += dcount
+                if hist:
+                    d["hist"].update(hist)
+                last = _aware(last)
+                if last is not None and (d["last"] is None or last > d["last"]):
+                    d["last"] = last
     return out
 
 
@@ -93,19 +127,16 @@ async def worker_counts(store: Store) -> dict[str, dict[str, int]]:
 
 
 async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
-    """The newest sample per queue taken at or before ``when``."""
-    out: dict[str, QueueSample] = {}
+    """The newest sample per queue taken at or before ``when`` (and at most 5 minutes before it)."""
+    newest = (
+        select(QueueSample.queue, func.max(QueueSample.ts).label("ts"))
+        .where(QueueSample.ts <= when, QueueSample.ts > when - timedelta(minutes=5))
+        .group_by(QueueSample.queue)
+        .subquery()
+    )
+    stmt = select(QueueSample).join(newest, and_(QueueSample.queue == newest.c.queue, QueueSample.ts == newest.c.ts))
     async with store.sessions() as s:
-        rows = (
-            await s.execute(
-                select(QueueSample)
-                .where(QueueSample.ts <= when, QueueSample.ts > when - timedelta(minutes=5))
-                .order_by(QueueSample.ts)
-            )
-        ).scalars()
-        for row in rows:
-            out[row.queue] = row
-    return out
+        return {row.queue: row for row in (await s.execute(stmt)).scalars()}
 
 
 async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:
@@ -219,12 +250,20 @@ def _queue_status(paused: bool, degraded: bool) -> str:
     return "Paused" if paused else ("Degraded" if degraded else "Running")
 
 
-async def queues(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:
+async def queues(
+    store: Store,
+    snap: Snapshot,
+    settings: MonitorSettings,
+    catalog: Catalog,
+    *,
+    current: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every queue of the catalog; ``current``: the incidents if the caller has them already."""
     now = utcnow()
     hour = await stats_since(store, now - timedelta(hours=1))
     five = await stats_since(store, now - timedelta(minutes=5))
     day = await stats_since(store, now - timedelta(hours=24))
-    inc = await incidents(store, snap, settings, catalog)
+    inc = current if current is not None else await incidents(store, snap, settings, catalog)
     bad = {i["queue"] for i in inc if i["severity"] == "critical"}
     workers = await worker_counts(store)
     out = []
@@ -266,26 +305,25 @@ async def queue_detail(
     store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog, name: str
 ) -> dict[str, Any]:
     catalog.get(name)
-    base = next(q for q in await queues(store, snap, settings, catalog) if q["name"] == name)
+    current = await incidents(store, snap, settings, catalog)
+    base = next(q for q in await queues(store, snap, settings, catalog, current=current) if q["name"] == name)
     now = utcnow()
     async with store.sessions() as s:
-        samples = (
-            await s.execute(
-                select(QueueSample)
-                .where(QueueSample.queue == name, QueueSample.ts >= now - timedelta(hours=1))
-                .order_by(QueueSample.ts)
+        samples = await s.execute(
+            select(
+                QueueSample.ts,
+                QueueSample.waiting,
+                QueueSample.active,
+                QueueSample.delayed,
+                QueueSample.dlq,
+                QueueSample.completed_total,
             )
-        ).scalars()
+            .where(QueueSample.queue == name, QueueSample.ts >= now - timedelta(hours=1))
+            .order_by(QueueSample.ts)
+        )
         base["trend"] = [
-            {
-                "ts": iso(x.ts),
-                "waiting": x.waiting,
-                "active": x.active,
-                "delayed": x.delayed,
-                "dlq": x.dlq,
-                "completed_total": x.completed_total,
-            }
-            for x in samples
+            {"ts": iso(ts), "waiting": w, "active": a, "delayed": dl, "dlq": dq, "completed_total": ct}
+            for ts, w, a, dl, dq, ct in samples
         ]
         # grouped by position: PostgreSQL sees bound parameters in the select and the group-by as different
         errs = await s.execute(
@@ -296,7 +334,7 @@ async def queue_detail(
             .limit(5)
         )
         base["top_errors"] = [{"type": t, "message": m, "count": n} for t, m, n in errs]
-    base["incidents"] = [i for i in await incidents(store, snap, settings, catalog) if i["queue"] == name]
+    base["incidents"] = [i for i in current if i["queue"] == name]
     return base
 
 
@@ -332,7 +370,12 @@ def job_row(j: Job, *, payloads: bool) -> dict[str, Any]:
 
 async def list_jobs(store: Store, f: JobFilter, cursor: str | None, limit: int, *, payloads: bool) -> dict[str, Any]:
     async with store.sessions() as s:
-        rows = list((await s.execute(job_query(f, cursor, limit))).scalars())
+        if f.q and store.dialect == "postgresql":
+            # plan a search for its actual text: a generic plan (asyncpg prepares every statement and
+            # PostgreSQL may switch to one after five runs) cannot tell a rare job-id prefix from a
+            # common one, and walks every job in creation order for the rare one
+            await s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        rows = list((await s.execute(job_query(f, cursor, limit, dialect=store.dialect))).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
     return {

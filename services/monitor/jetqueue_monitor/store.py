@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import DateTime, Select, and_, case, delete, func, insert, literal, select, tuple_, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -22,12 +22,14 @@ from jetqueue_monitor.db.models import (
     Job,
     JobAttempt,
     JobStat,
+    JobStatHourly,
     QueueSample,
     WorkerHeartbeat,
     WorkerStatus,
 )
 
 TERMINAL = {"completed", "failed", "cancelled"}
+STATS_HOURLY_KEEP_DAYS = 90
 # lifecycle record type -> job status
 STATUS_OF = {
     "started": "active",
@@ -63,6 +65,29 @@ class Store:
         self.catalog = catalog
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.dialect = engine.dialect.name
+        # Completed / failed jobs per queue, ever (as far as the rollups reach back): seeded from the
+        # hourly rollups by load_finished_totals, then counted up by ingest after each commit. The
+        # sampler stores them in queue_samples, where the UI derives throughput from their increase.
+        self.finished_totals: dict[str, dict[str, int]] = {}
+
+    async def load_finished_totals(self) -> None:
+        """Seed ``finished_totals`` from the hourly rollups (once, at start)."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(JobStatHourly.queue, func.sum(JobStatHourly.completed), func.sum(JobStatHourly.failed)).group_by(
+                    JobStatHourly.queue
+                )
+            )
+            for queue, completed, failed in rows:
+                t = self.finished_totals.setdefault(queue, {"completed": 0, "failed": 0})
+                t["completed"] += int(completed or 0)
+                t["failed"] += int(failed or 0)
+
+    def _count_finished(self, totals: dict[str, dict[str, int]]) -> None:
+        for queue, d in totals.items():
+            t = self.finished_totals.setdefault(queue, {"completed": 0, "failed": 0})
+            t["completed"] += d["completed"]
+            t["failed"] += d["failed"]
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -88,16 +113,18 @@ class Store:
                 return 0
             records = [r for _seq, recs in fresh for r in recs]
             n = await self._fold_records(s, records)
-            await self._rollup(s, records)
+            totals = await self._rollup(s, records)
             off.seq = max(seq for seq, _ in fresh)
             off.updated_at = utcnow()
+        self._count_finished(totals)
         return n
 
     async def apply_records(self, records: Sequence[dict[str, Any]]) -> int:
         """Fold records into jobs, attempts and rollups without an offset (tests, backfills)."""
         async with self.sessions.begin() as s:
             n = await self._fold_records(s, records)
-            await self._rollup(s, records)
+            totals = await self._rollup(s, records)
+        self._count_finished(totals)
         return n
 
     async def _fold_records(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> int:
@@ -139,7 +166,8 @@ class Store:
             await self._upsert_attempts(s, list(attempt_rows.values()))
         return sum(len(v) for v in by_job.values())
 
-    async def _rollup(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> None:
+    async def _rollup(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        """Add finished attempts to the minute and hour rollups; returns completed/failed per queue."""
         deltas: dict[tuple[str, datetime], dict[str, Any]] = {}
         for r in records:
             kind = r.get("type") if isinstance(r, dict) else None
@@ -161,32 +189,46 @@ class Store:
             if kind in ("completed", "failed") and (d["last"] is None or when > d["last"]):
                 d["last"] = when
         if not deltas:
-            return
+            return {}
+        hours: dict[tuple[str, datetime], dict[str, Any]] = {}
+        totals: dict[str, dict[str, int]] = {}
         for (queue, minute), d in deltas.items():
-            row = await s.get(JobStat, (queue, minute))
-            if row is None:
-                row = JobStat(
-                    queue=queue,
-                    minute=minute,
-                    completed=0,
-                    failed=0,
-                    retried=0,
-                    duration_sum_ms=0,
-                    duration_count=0,
-                    hist={},
-                )
-                s.add(row)
-            row.completed += d["completed"]
-            row.failed += d["failed"]
-            row.retried += d["retried"]
-            row.duration_sum_ms += d["sum"]
-            row.duration_count += d["count"]
-            hist = dict(row.hist or {})
+            await self._add_stat(s, JobStat, (queue, minute), d)
+            h = hours.setdefault(
+                (queue, minute.replace(minute=0)),
+                {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None},
+            )
+            for k in ("completed", "failed", "retried", "sum", "count"):
+                h[k] += d[k]
             for b, n in d["hist"].items():
-                hist[b] = hist.get(b, 0) + n
-            row.hist = hist
-            if d["last"] is not None and (row.last_finished_at is None or d["last"] > _aware(row.last_finished_at)):
-                row.last_finished_at = d["last"]
+                h["hist"][b] = h["hist"].get(b, 0) + n
+            if d["last"] is not None and (h["last"] is None or d["last"] > h["last"]):
+                h["last"] = d["last"]
+            t = totals.setdefault(queue, {"completed": 0, "failed": 0})
+            t["completed"] += d["completed"]
+            t["failed"] += d["failed"]
+        for key, h in hours.items():
+            await self._add_stat(s, JobStatHourly, key, h)
+        return totals
+
+    @staticmethod
+    async def _add_stat(s: AsyncSession, model: Any, key: tuple[str, datetime], d: dict[str, Any]) -> None:
+        row = await s.get(model, key)
+        if row is None:
+            row = model(queue=key[0], completed=0, failed=0, retried=0, duration_sum_ms=0, duration_count=0, hist={})
+            setattr(row, "minute" if model is JobStat else "hour", key[1])
+            s.add(row)
+        row.completed += d["completed"]
+        row.failed += d["failed"]
+        row.retried += d["retried"]
+        row.duration_sum_ms += d["sum"]
+        row.duration_count += d["count"]
+        hist = dict(row.hist or {})
+        for b, n in d["hist"].items():
+            hist[b] = hist.get(b, 0) + n
+        row.hist = hist
+        if d["last"] is not None and (row.last_finished_at is None or d["last"] > _aware(row.last_finished_at)):
+            row.last_finished_at = d["last"]
 
     def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int], dict[str, Any]]) -> None:
         ts = int(r.get("ts") or 0)
@@ -394,6 +436,10 @@ class Store:
                 await s.execute(delete(JobAttempt).where(JobAttempt.job_id.in_(ids)))
                 await s.execute(delete(Job).where(Job.job_id.in_(ids)))
             await s.execute(delete(QueueSample).where(QueueSample.ts < now - timedelta(seconds=sample_keep_s)))
+            # the API reads at most a day of rollups; the hourly ones stay longer for the totals
+            await s.execute(delete(JobStat).where(JobStat.minute < now - timedelta(seconds=sample_keep_s)))
+            hourly_cut = now - timedelta(days=STATS_HOURLY_KEEP_DAYS)
+            await s.execute(delete(JobStatHourly).where(JobStatHourly.hour < hourly_cut))
         return len(ids)
 
 
@@ -432,9 +478,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise ValueError("invalid cursor") from exc
 
 
-def job_query(f: JobFilter, cursor: str | None, limit: int) -> Select[Any]:
-    stmt = select(Job)
-    conds = []
+def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "sqlite") -> Select[Any]:
+    """Jobs matching ``f``, newest first, ``limit + 1`` rows after ``cursor``.
+
+    ``q`` matches a job-id prefix or a word in the error. As one condition
+    (``job_id LIKE 'x%' OR error ILIKE '%x%'``) no index serves the OR, and the
+    database walks every job from the newest until enough match: for a job id,
+    the whole table. So each alternative is its own arm, ordered and limited,
+    and the (at most 2 x (limit + 1)) rows of both are merged: the job-id arm a
+    range scan of ix_jobs_job_id_pattern (PostgreSQL; the primary key cannot
+    serve LIKE outside the C collation), the error arm a newest-first walk of
+    the partial index of errored jobs.
+    """
+    conds: list[Any] = []
     if f.queue:
         conds.append(Job.queue == f.queue)
     if f.status:
@@ -447,12 +503,36 @@ def job_query(f: JobFilter, cursor: str | None, limit: int) -> Select[Any]:
         conds.append(Job.created_at >= f.since)
     if f.until:
         conds.append(Job.created_at < f.until)
-    if f.q:
-        needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conds.append(or_(Job.job_id.like(f"{needle}%", escape="\\"), Job.error.ilike(f"%{needle}%", escape="\\")))
     if cursor:
         c_at, c_id = decode_cursor(cursor)
-        conds.append(or_(Job.created_at < c_at, and_(Job.created_at == c_at, Job.job_id < c_id)))
-    if conds:
-        stmt = stmt.where(*conds)
-    return stmt.order_by(Job.created_at.desc(), Job.job_id.desc()).limit(limit + 1)
+        # a row value: one index range instead of an OR the planner cannot use as a bound
+        conds.append(tuple_(Job.created_at, Job.job_id) < tuple_(literal(c_at, DateTime(timezone=True)), c_id))
+    order = (Job.created_at.desc(), Job.job_id.desc())
+    if not f.q:
+        return select(Job).where(*conds).order_by(*order).limit(limit + 1)
+    needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # job ids are case-sensitive: SQLite's LIKE is not, so there the prefix is compared as a substring
+    id_conds = [func.substr(Job.job_id, 1, len(f.q)) == f.q]
+    if dialect == "postgresql":
+        # the prefix as an explicit byte-order range on the pattern-ops index: the planner derives it
+        # from LIKE for a constant, not for a bound parameter; LIKE stays as the exact check
+        hi = f.q[:-1] + chr(min(ord(f.q[-1]) + 1, 0x10FFFF))
+        id_conds = [
+            Job.job_id.op("~>=~")(f.q),
+            Job.job_id.op("~<~")(hi),
+            Job.job_id.like(f"{needle}%", escape="\\"),
+        ]
+    by_id = select(Job.job_id, Job.created_at).where(*conds, *id_conds).order_by(*order).limit(limit + 1)
+    by_error = (
+        select(Job.job_id, Job.created_at)
+        .where(*conds, Job.error.is_not(None), Job.error.ilike(f"%{needle}%", escape="\\"))
+        .order_by(*order)
+        .limit(limit + 1)
+    )
+    hits = union(by_id.subquery().select(), by_error.subquery().select()).subquery()
+    return (
+        select(Job)
+        .join(hits, Job.job_id == hits.c.job_id)
+        .order_by(hits.c.created_at.desc(), hits.c.job_id.desc())
+        .limit(limit + 1)
+    )

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -106,6 +106,14 @@ class Job(Base):
         Index("ix_jobs_name_created", "name", "created_at"),
         Index("ix_jobs_user_created", "user_id", "created_at"),
         Index("ix_jobs_finished", "finished_at"),
+        # search: errored jobs newest first; job-id prefixes as a range (PostgreSQL, migration 0004)
+        Index(
+            "ix_jobs_errored_created",
+            "created_at",
+            "job_id",
+            postgresql_where=text("error IS NOT NULL"),
+            sqlite_where=text("error IS NOT NULL"),
+        ),
     )
 
 
@@ -126,7 +134,10 @@ class JobAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(100))
 
-    __table_args__ = (UniqueConstraint("job_id", "attempt", name="uq_job_attempt"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", name="uq_job_attempt"),
+        Index("ix_job_attempts_worker_finished", "worker_id", "finished_at"),  # DEGRADED rule
+    )
 
 
 class QueueSample(Base):
@@ -171,6 +182,28 @@ class JobStat(Base):
     last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_job_stats_minute", "minute"),)
+
+
+class JobStatHourly(Base):
+    """The minute rollups summed per hour, written by ingest in the same transaction.
+
+    Windows of a day read 24 of these per queue (plus the minutes of the
+    leading partial hour) instead of 1,440 minute rows.
+    """
+
+    __tablename__ = "job_stats_hourly"
+
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    retried: Mapped[int] = mapped_column(Integer, default=0)
+    duration_sum_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_count: Mapped[int] = mapped_column(Integer, default=0)
+    hist: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_job_stats_hourly_hour", "hour"),)
 
 
 class IngestOffset(Base):
