@@ -45,14 +45,6 @@ EVENTS_DURABLE = "jq-monitor-events"  # Ingestor's default prefix + "-events"
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-@pytest.fixture
-async def store(database_url: str, catalog: Catalog) -> AsyncIterator[Store]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    yield Store(engine, catalog)
-    await engine.dispose()
-
-
 @contextlib.asynccontextmanager
 async def ingesting(nc: NatsClient, store: Store, **kw: Any) -> AsyncIterator[Ingestor]:
     ingestor = Ingestor(nc, store, **kw)

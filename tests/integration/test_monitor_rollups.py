@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,14 +26,6 @@ from jetqueue_monitor.live import Sampler
 from jetqueue_monitor.store import Store, utcnow
 
 QUEUES = ("email-send", "audit-log")
-
-
-@pytest.fixture
-async def store(database_url: str, catalog: Catalog) -> AsyncIterator[Store]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    yield Store(engine, catalog)
-    await engine.dispose()
 
 
 def finished(n: int, *, hours: float, seed: int = 7) -> list[dict[str, Any]]:
