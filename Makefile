@@ -33,7 +33,11 @@ browser: ## install Debian's Chromium (and a Korean font) for the browser tests,
 	@command -v chromium >/dev/null && fc-list :lang=ko family | grep -q . || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum)
 
-test: setup browser helm-venv ## run the test suite (unit + integration + e2e in Chromium; starts its own nats-server)
+promtool: ## install Debian's prometheus package for promtool (the alert rule tests), if missing
+	@command -v promtool >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+
+test: setup browser promtool helm-venv ## run the test suite (unit + integration + e2e in Chromium; starts its own nats-server)
 	$(BIN)/python -m pytest $(ARGS)
 
 $(HELM_VENV)/.installed: requirements/helm.txt
@@ -63,4 +67,4 @@ lock: ## re-pin requirements with hashes (needs uv)
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) .jetqueue .pytest_cache
 
-.PHONY: help setup browser helm-venv run demo test lint bench lock clean
+.PHONY: help setup browser promtool helm-venv run demo test lint bench lock clean

@@ -83,8 +83,9 @@ class Sizes:
 
 
 def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
-    p = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smoke run with small sizes (about a minute)")
     p.add_argument("--raw-n", type=int, help="messages of the raw baselines")
     p.add_argument("--enqueue-n", type=int, help="jobs of (a) and b-drain")
@@ -99,10 +100,22 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     p.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server store, worker logs)")
     args = p.parse_args(argv)
-    s = Sizes(raw_n=10_000, enqueue_n=10_000, e2e_small=2_000, e2e_large=10_000, latency_s=3.0) if args.quick \
+    s = (
+        Sizes(raw_n=10_000, enqueue_n=10_000, e2e_small=2_000, e2e_large=10_000, latency_s=3.0)
+        if args.quick
         else Sizes()
-    for k in ("raw_n", "enqueue_n", "e2e_small", "e2e_large", "chunk", "latency_rate", "latency_s", "workers",
-              "concurrency"):
+    )
+    for k in (
+        "raw_n",
+        "enqueue_n",
+        "e2e_small",
+        "e2e_large",
+        "chunk",
+        "latency_rate",
+        "latency_s",
+        "workers",
+        "concurrency",
+    ):
         v = getattr(args, k)
         if v is not None:
             setattr(s, k, v)
@@ -155,8 +168,10 @@ class CpuSnap:
         ours = sum(self.delta().values())
         busy = machine_busy_s() - self.busy
         ncpu = os.cpu_count() or 1
-        return {"busy_pct": round(100 * busy / (wall * ncpu), 1),
-                "others_pct": round(100 * max(busy - ours, 0) / (wall * ncpu), 1)}
+        return {
+            "busy_pct": round(100 * busy / (wall * ncpu), 1),
+            "others_pct": round(100 * max(busy - ours, 0) / (wall * ncpu), 1),
+        }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -187,8 +202,11 @@ class Workers:
                 env["JETQUEUE_WORKER_CONCURRENCY"] = str(concurrency)
             log = tmp / f"worker-{i + 1}.log"
             with open(log, "wb") as out:
-                self.procs.append(subprocess.Popen([sys.executable, "-m", "jetqueue_worker"], env=env, stdout=out,
-                                                   stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "jetqueue_worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
             self.logs.append(log)
 
     @property
@@ -290,14 +308,27 @@ def body_of_job_size(client: JobClient) -> bytes:
     return b"x" * len(env.to_bytes())
 
 
-async def raw_publish(nc: NatsClient, n: int, chunk: int, payload: bytes, *, stream: str, subject: str,
-                      work_queue: bool = False, msg_id: bool = False) -> dict[str, Any]:
+async def raw_publish(
+    nc: NatsClient,
+    n: int,
+    chunk: int,
+    payload: bytes,
+    *,
+    stream: str,
+    subject: str,
+    work_queue: bool = False,
+    msg_id: bool = False,
+) -> dict[str, Any]:
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(
-        name=stream, subjects=[subject + ".>"], storage=StorageType.FILE,
-        retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
-        duplicate_window=120.0,  # the server default; jetqueue queues use 120 s too
-    ))
+    await js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=[subject + ".>"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
+            duplicate_window=120.0,  # the server default; jetqueue queues use 120 s too
+        )
+    )
     t0 = time.perf_counter()
     for start in range(0, n, chunk):
         futs = []
@@ -309,8 +340,9 @@ async def raw_publish(nc: NatsClient, n: int, chunk: int, payload: bytes, *, str
     return {"n": n, "seconds": round(dt, 3), "per_s": round(n / dt)}
 
 
-async def raw_push_consume(nc: NatsClient, n: int, *, stream: str, subject: str, durable: str = "bench-push",
-                           state: bytes | None = None) -> dict[str, Any]:
+async def raw_push_consume(
+    nc: NatsClient, n: int, *, stream: str, subject: str, durable: str = "bench-push", state: bytes | None = None
+) -> dict[str, Any]:
     """Consume n messages with a push consumer and ack each; with ``state``, also publish_async one
     message per consumed one into a TTL stream (what a worker's state write costs)."""
     js = nc.jetstream()
@@ -318,8 +350,15 @@ async def raw_push_consume(nc: NatsClient, n: int, *, stream: str, subject: str,
     count = 0
     acks: list[asyncio.Future[Any]] = []
     if state is not None:
-        await js.add_stream(StreamConfig(name="BENCH_STATE", subjects=["bench.state.>"], storage=StorageType.FILE,
-                                         max_msgs_per_subject=1, allow_msg_ttl=True))
+        await js.add_stream(
+            StreamConfig(
+                name="BENCH_STATE",
+                subjects=["bench.state.>"],
+                storage=StorageType.FILE,
+                max_msgs_per_subject=1,
+                allow_msg_ttl=True,
+            )
+        )
 
     async def cb(msg: Msg) -> None:
         nonlocal count
@@ -331,9 +370,16 @@ async def raw_push_consume(nc: NatsClient, n: int, *, stream: str, subject: str,
             done.set()
 
     t0 = time.perf_counter()
-    sub = await js.subscribe(subject + ".>", stream=stream, durable=durable, manual_ack=True, cb=cb,
-                             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
-                             pending_msgs_limit=-1, pending_bytes_limit=-1)
+    sub = await js.subscribe(
+        subject + ".>",
+        stream=stream,
+        durable=durable,
+        manual_ack=True,
+        cb=cb,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
+        pending_msgs_limit=-1,
+        pending_bytes_limit=-1,
+    )
     await asyncio.wait_for(done.wait(), timeout=max(60, n / 500))
     await asyncio.gather(*acks)
     dt = time.perf_counter() - t0
@@ -344,8 +390,12 @@ async def raw_push_consume(nc: NatsClient, n: int, *, stream: str, subject: str,
 
 async def raw_pull_consume(nc: NatsClient, n: int, *, stream: str, subject: str) -> dict[str, Any]:
     js = nc.jetstream()
-    psub = await js.pull_subscribe(subject + ".>", durable="bench-pull", stream=stream,
-                                   config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000))
+    psub = await js.pull_subscribe(
+        subject + ".>",
+        durable="bench-pull",
+        stream=stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000),
+    )
     count = 0
     t0 = time.perf_counter()
     while count < n:
@@ -389,8 +439,11 @@ async def check_states(client: JobClient, ids: list[str]) -> dict[str, int]:
 async def server_counts(js: Any) -> dict[str, int]:
     """Messages stored so far in the jobs bucket and the events stream (last sequence numbers)."""
     out = {}
-    for key, stream in (("kv_writes", f"KV_{names.JOBS_BUCKET}"), ("event_msgs", names.EVENTS_STREAM),
-                        ("job_msgs", names.job_stream(QUEUE))):
+    for key, stream in (
+        ("kv_writes", f"KV_{names.JOBS_BUCKET}"),
+        ("event_msgs", names.EVENTS_STREAM),
+        ("job_msgs", names.job_stream(QUEUE)),
+    ):
         out[key] = (await js.stream_info(stream)).state.last_seq
     return out
 
@@ -399,8 +452,9 @@ def per_job(after: dict[str, int], before: dict[str, int], n: int) -> dict[str, 
     return {f"{k}_per_job": round((after[k] - before[k]) / n, 3) for k in after} if n else {}
 
 
-async def e2e(client: JobClient, js: Any, mon: Monitor, workers: Workers, pids: dict[str, int], n: int,
-              chunk: int, name: str) -> dict[str, Any]:
+async def e2e(
+    client: JobClient, js: Any, mon: Monitor, workers: Workers, pids: dict[str, int], n: int, chunk: int, name: str
+) -> dict[str, Any]:
     """Enqueue n jobs while the workers run them; time to the last completed record."""
     mon.expect(name, n)
     counts = await server_counts(js)
@@ -415,25 +469,35 @@ async def e2e(client: JobClient, js: Any, mon: Monitor, workers: Workers, pids: 
     done_n = len(mon.completed)
     run_s = (mon.last_completed_ts - t0_wall) / 1000 if ok else seen_s
     return {
-        "n": n, "completed": done_n, "ok": ok, "enqueue_seconds": round(enq_s, 3),
-        "seconds": round(run_s, 3), "per_s": round(done_n / run_s), "monitor_seconds": round(seen_s, 3),
-        **costs(snap, done_n), **per_job(await server_counts(js), counts, done_n), **pulls(mon, pulls0, done_n),
+        "n": n,
+        "completed": done_n,
+        "ok": ok,
+        "enqueue_seconds": round(enq_s, 3),
+        "seconds": round(run_s, 3),
+        "per_s": round(done_n / run_s),
+        "monitor_seconds": round(seen_s, 3),
+        **costs(snap, done_n),
+        **per_job(await server_counts(js), counts, done_n),
+        **pulls(mon, pulls0, done_n),
         "sampled_states": await check_states(client, sample),
     }
 
 
 def pulls(mon: Monitor, before: tuple[int, int, int], n: int) -> dict[str, Any]:
     p, b, nw = (x - y for x, y in zip(mon.pull_counts(), before, strict=True))
-    return {"pull_requests_per_job": round(p / n, 3) if n else None,
-            "mean_pull_batch": round(b / p, 1) if p else None,
-            "no_wait_share": round(nw / p, 2) if p else None}
+    return {
+        "pull_requests_per_job": round(p / n, 3) if n else None,
+        "mean_pull_batch": round(b / p, 1) if p else None,
+        "no_wait_share": round(nw / p, 2) if p else None,
+    }
 
 
 def costs(snap: CpuSnap, n: int) -> dict[str, Any]:
     cpu, mach = snap.delta(), snap.machine()
     workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
     return {
-        "cpu_s": cpu, "machine": mach,
+        "cpu_s": cpu,
+        "machine": mach,
         "worker_cpu_ms_per_job": round(workers * 1000 / n, 4) if n else None,
         "server_cpu_ms_per_job": round(cpu.get("nats-server", 0) * 1000 / n, 4) if n else None,
         "bench_cpu_ms_per_job": round(cpu.get("bench", 0) * 1000 / n, 4) if n else None,
@@ -446,12 +510,17 @@ async def measured(pids: dict[str, int], coro: Any) -> dict[str, Any]:
     snap = CpuSnap(pids)
     r: dict[str, Any] = await coro
     cpu = snap.delta()
-    return {**r, "cpu_s": cpu, "machine": snap.machine(),
-            "total_cpu_us_per_item": round(sum(cpu.values()) * 1e6 / r["n"], 1)}
+    return {
+        **r,
+        "cpu_s": cpu,
+        "machine": snap.machine(),
+        "total_cpu_us_per_item": round(sum(cpu.values()) * 1e6 / r["n"], 1),
+    }
 
 
-async def drain(client: JobClient, js: Any, spec: Any, mon: Monitor, workers: Workers, pids: dict[str, int],
-                n: int, chunk: int) -> tuple[dict[str, Any], dict[str, Any]]:
+async def drain(
+    client: JobClient, js: Any, spec: Any, mon: Monitor, workers: Workers, pids: dict[str, int], n: int, chunk: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(a) enqueue n jobs into the paused queue, then resume and time the workers draining them."""
     await pause(js, spec)
     await asyncio.sleep(2.5)  # let the workers' open long-polls end (idle_wait_s 2)
@@ -459,8 +528,13 @@ async def drain(client: JobClient, js: Any, spec: Any, mon: Monitor, workers: Wo
     sample: list[str] = []
     snap = CpuSnap(pids)
     enq_s = await enqueue_chunks(client, n, chunk, "bench-drain", sample)
-    a = {"n": n, "seconds": round(enq_s, 3), "per_s": round(n / enq_s), "chunk": chunk,
-         **{k: v for k, v in costs(snap, n).items() if not k.startswith("worker")}}
+    a = {
+        "n": n,
+        "seconds": round(enq_s, 3),
+        "per_s": round(n / enq_s),
+        "chunk": chunk,
+        **{k: v for k, v in costs(snap, n).items() if not k.startswith("worker")},
+    }
     counts = await server_counts(js)
     snap = CpuSnap(pids)
     pulls0 = mon.pull_counts()
@@ -472,15 +546,25 @@ async def drain(client: JobClient, js: Any, spec: Any, mon: Monitor, workers: Wo
     done_n = len(mon.completed)
     # from the first start (workers notice the resume at their next poll) to the last completion
     run_s = (mon.last_completed_ts - mon.first_started_ts) / 1000 if ok else seen_s
-    b = {"n": n, "completed": done_n, "ok": ok, "seconds": round(run_s, 3), "per_s": round(done_n / run_s),
-         "resume_to_first_start_ms": mon.first_started_ts - round(t0_wall), "monitor_seconds": round(seen_s, 3),
-         **costs(snap, done_n), **per_job(await server_counts(js), counts, done_n), **pulls(mon, pulls0, done_n),
-         "sampled_states": await check_states(client, sample)}
+    b = {
+        "n": n,
+        "completed": done_n,
+        "ok": ok,
+        "seconds": round(run_s, 3),
+        "per_s": round(done_n / run_s),
+        "resume_to_first_start_ms": mon.first_started_ts - round(t0_wall),
+        "monitor_seconds": round(seen_s, 3),
+        **costs(snap, done_n),
+        **per_job(await server_counts(js), counts, done_n),
+        **pulls(mon, pulls0, done_n),
+        "sampled_states": await check_states(client, sample),
+    }
     return a, b
 
 
-async def latency(client: JobClient, mon: Monitor, workers: Workers, pids: dict[str, int], rate: int,
-                  seconds: float) -> dict[str, Any]:
+async def latency(
+    client: JobClient, mon: Monitor, workers: Workers, pids: dict[str, int], rate: int, seconds: float
+) -> dict[str, Any]:
     """Steady ``rate`` jobs/s for ``seconds``; enqueue->start latency from the started records."""
     n = int(rate * seconds)
     mon.expect("bench-latency", n)
@@ -511,11 +595,20 @@ async def latency(client: JobClient, mon: Monitor, workers: Workers, pids: dict[
         k = int((t - series[0][0]) // 1000)
         per_second[k] = max(per_second.get(k, 0.0), x)
     return {
-        "rate": rate, "n": n, "ok": ok, "achieved_rate": round(n / send_s), "started": len(lat),
-        "p50_ms": round(pct(lat, 50), 1), "p90_ms": round(pct(lat, 90), 1), "p99_ms": round(pct(lat, 99), 1),
-        "max_ms": round(max(lat), 1) if lat else None, "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
-        "max_ms_per_second": [round(v) for _, v in sorted(per_second.items())], "machine": mach,
-        **{k: v for k, v in costs(snap, len(lat)).items() if k != "machine"}, **pulls(mon, pulls0, len(lat)),
+        "rate": rate,
+        "n": n,
+        "ok": ok,
+        "achieved_rate": round(n / send_s),
+        "started": len(lat),
+        "p50_ms": round(pct(lat, 50), 1),
+        "p90_ms": round(pct(lat, 90), 1),
+        "p99_ms": round(pct(lat, 99), 1),
+        "max_ms": round(max(lat), 1) if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+        "max_ms_per_second": [round(v) for _, v in sorted(per_second.items())],
+        "machine": mach,
+        **{k: v for k, v in costs(snap, len(lat)).items() if k != "machine"},
+        **pulls(mon, pulls0, len(lat)),
     }
 
 
@@ -543,8 +636,11 @@ async def processor_cost(n: int = 2000) -> dict[str, Any]:
     await asyncio.gather(*(fn(ctx(i)) for i in range(n)))
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    return {"serial_ms_per_job": round(serial * 1000, 3), "cpu_ms_per_job": round(cpu * 1000 / n, 4),
-            "concurrent_wall_ms_per_job": round(wall * 1000 / n, 4)}
+    return {
+        "serial_ms_per_job": round(serial * 1000, 3),
+        "cpu_ms_per_job": round(cpu * 1000 / n, 4),
+        "concurrent_wall_ms_per_job": round(wall * 1000 / n, 4),
+    }
 
 
 # ---------------------------------------------------------------------- main
@@ -559,13 +655,24 @@ def machine(server: EmbeddedNats) -> dict[str, Any]:
     except OSError:
         pass
     repo = Path(__file__).resolve().parents[2]
-    git = {k: subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True).stdout.strip()
-           for k, cmd in (("commit", ["rev-parse", "--short", "HEAD"]), ("dirty", ["status", "--short", "--", "libs",
-                                                                                  "services"]))}
-    return {"git_commit": git["commit"], "git_modified_files": len(git["dirty"].splitlines()),
-            "nproc": os.cpu_count(), "cpu": cpu_model, "python": platform.python_version(),
-            "nats_server": version, "nats_py": metadata.version("nats-py"), "platform": platform.platform(),
-            "loadavg_at_start": os.getloadavg()}
+    git = {
+        k: subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True).stdout.strip()
+        for k, cmd in (
+            ("commit", ["rev-parse", "--short", "HEAD"]),
+            ("dirty", ["status", "--short", "--", "libs", "services"]),
+        )
+    }
+    return {
+        "git_commit": git["commit"],
+        "git_modified_files": len(git["dirty"].splitlines()),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model,
+        "python": platform.python_version(),
+        "nats_server": version,
+        "nats_py": metadata.version("nats-py"),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
 
 
 def write_catalog(path: Path, catalog: Catalog) -> Path:
@@ -583,8 +690,12 @@ async def main_async(sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
     try:
         catalog = load_catalog()
         spec = catalog.get(QUEUE)
-        out["queue"] = {"name": QUEUE, "catalog_concurrency": spec.concurrency,
-                        "concurrency": sizes.concurrency or spec.concurrency, "priority_levels": spec.priority_levels}
+        out["queue"] = {
+            "name": QUEUE,
+            "catalog_concurrency": spec.concurrency,
+            "concurrency": sizes.concurrency or spec.concurrency,
+            "priority_levels": spec.priority_levels,
+        }
         common = CommonSettings(nats_url=server.url)
         nc, js = await connect_and_check(common, name="bench-producer", catalog=catalog)
         client = JobClient(nc, catalog)
@@ -600,24 +711,45 @@ async def main_async(sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
             raw_pids = {"nats-server": server.proc.pid, "bench": os.getpid()}
             n, ch = sizes.raw_n, sizes.chunk
             step(f"raw-a: publish_async {n} x {len(payload)} B")
-            out["raw_a"] = await measured(raw_pids, raw_publish(raw_nc, n, ch, payload, stream="BENCH_RAW",
-                                                                subject="bench.raw"))
+            out["raw_a"] = await measured(
+                raw_pids, raw_publish(raw_nc, n, ch, payload, stream="BENCH_RAW", subject="bench.raw")
+            )
             step(f"raw-a2: publish_async + Nats-Msg-Id into a work-queue stream, {n}")
-            out["raw_a2"] = await measured(raw_pids, raw_publish(raw_nc, n, ch, payload, stream="BENCH_RAW_WQ",
-                                                                 subject="bench.wq", work_queue=True, msg_id=True))
+            out["raw_a2"] = await measured(
+                raw_pids,
+                raw_publish(
+                    raw_nc, n, ch, payload, stream="BENCH_RAW_WQ", subject="bench.wq", work_queue=True, msg_id=True
+                ),
+            )
             step(f"raw-b: push consumer + ack, {n}")
-            out["raw_b"] = await measured(raw_pids, raw_push_consume(raw_nc, n, stream="BENCH_RAW",
-                                                                     subject="bench.raw"))
+            out["raw_b"] = await measured(
+                raw_pids, raw_push_consume(raw_nc, n, stream="BENCH_RAW", subject="bench.raw")
+            )
             step(f"raw-b2: pull consumer (fetch 100) + ack, {n}")
-            out["raw_b2"] = await measured(raw_pids, raw_pull_consume(raw_nc, n, stream="BENCH_RAW_WQ",
-                                                                      subject="bench.wq"))
+            out["raw_b2"] = await measured(
+                raw_pids, raw_pull_consume(raw_nc, n, stream="BENCH_RAW_WQ", subject="bench.wq")
+            )
             step(f"raw-b3: push consumer + ack + one state publish_async per message, {n}")
-            st = JobState(id="0" * 25, queue=QUEUE, state=JobStatus.COMPLETED, name="bench", attempt=1, attempts=1,
-                          progress=100.0, result={"audit_id": "audit-1"}, started_at=1, finished_at=2,
-                          worker="bench-w1", enqueued_at=1).to_bytes()
-            out["raw_b3"] = await measured(raw_pids, raw_push_consume(raw_nc, n, stream="BENCH_RAW",
-                                                                      subject="bench.raw", durable="bench-push-state",
-                                                                      state=st))
+            st = JobState(
+                id="0" * 25,
+                queue=QUEUE,
+                state=JobStatus.COMPLETED,
+                name="bench",
+                attempt=1,
+                attempts=1,
+                progress=100.0,
+                result={"audit_id": "audit-1"},
+                started_at=1,
+                finished_at=2,
+                worker="bench-w1",
+                enqueued_at=1,
+            ).to_bytes()
+            out["raw_b3"] = await measured(
+                raw_pids,
+                raw_push_consume(
+                    raw_nc, n, stream="BENCH_RAW", subject="bench.raw", durable="bench-push-state", state=st
+                ),
+            )
             rjs = raw_nc.jetstream()
             for name in ("BENCH_RAW", "BENCH_RAW_WQ", "BENCH_STATE"):
                 await rjs.delete_stream(name)
@@ -626,16 +758,18 @@ async def main_async(sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
         # events monitor on its own connection
         mon = Monitor()
         mon_nc = await nats.connect(server.url, name="bench-monitor")
-        await mon_nc.subscribe(names.events_subject(QUEUE), cb=mon.on_msg, pending_msgs_limit=-1,
-                               pending_bytes_limit=-1)
+        await mon_nc.subscribe(
+            names.events_subject(QUEUE), cb=mon.on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
         hb_seen: set[str] = set()
 
         async def on_hb(m: Msg) -> None:
             hb_seen.add(m.subject.rsplit(".", 1)[-1])
 
         await mon_nc.subscribe(names.heartbeat_subject(QUEUE, "*"), cb=on_hb)
-        await mon_nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.*", cb=mon.on_pull, pending_msgs_limit=-1,
-                               pending_bytes_limit=-1)
+        await mon_nc.subscribe(
+            f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.*", cb=mon.on_pull, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
         await mon_nc.flush()
 
         step(f"starting {sizes.workers} worker processes of {QUEUE}")
@@ -710,9 +844,11 @@ def report(r: dict[str, Any]) -> str:
         rat = ratio(x, r.get(base)) if base else ""
         mach = x.get("machine")
         busy = f"{mach['busy_pct']:.0f}% ({mach['others_pct']:.0f}% other)" if mach else ""
-        lines.append(f"{label:<44}{x['n']:>8}{x['seconds']:>9.2f}{x['per_s']:>9}"
-                     f"{(rat + ' of ' + base_label) if rat else '':>15}"
-                     f"{x.get('total_cpu_us_per_item', ''):>12}  {busy}")
+        lines.append(
+            f"{label:<44}{x['n']:>8}{x['seconds']:>9.2f}{x['per_s']:>9}"
+            f"{(rat + ' of ' + base_label) if rat else '':>15}"
+            f"{x.get('total_cpu_us_per_item', ''):>12}  {busy}"
+        )
 
     row("raw-a  publish_async, plain stream", "raw_a")
     row("raw-a2 publish_async + Msg-Id, work-queue", "raw_a2")
@@ -737,11 +873,13 @@ def report(r: dict[str, Any]) -> str:
     for key in ("b_small", "b_large", "b_drain", "c"):
         x = r.get(key)
         if x:
-            lines.append(f"    {key:<20}{x['worker_cpu_ms_per_job']:>14.3f}{x['server_cpu_ms_per_job']:>14.3f}"
-                         f"{x['bench_cpu_ms_per_job']:>13.3f}"
-                         f"{x.get('kv_writes_per_job', float('nan')):>10.2f}"
-                         f"{x.get('event_msgs_per_job', float('nan')):>11.3f}"
-                         f"{x['pull_requests_per_job']:>10.3f}{x['mean_pull_batch']:>11}")
+            lines.append(
+                f"    {key:<20}{x['worker_cpu_ms_per_job']:>14.3f}{x['server_cpu_ms_per_job']:>14.3f}"
+                f"{x['bench_cpu_ms_per_job']:>13.3f}"
+                f"{x.get('kv_writes_per_job', float('nan')):>10.2f}"
+                f"{x.get('event_msgs_per_job', float('nan')):>11.3f}"
+                f"{x['pull_requests_per_job']:>10.3f}{x['mean_pull_batch']:>11}"
+            )
     p = r["processor"]
     lines += [
         f"    reference audit-log processor alone: {p['cpu_ms_per_job']:.3f} ms CPU/job, "
@@ -750,8 +888,8 @@ def report(r: dict[str, Any]) -> str:
         f"(e) worker RSS MB: idle {r['rss_idle_mb']}, after drain {r['rss_after_drain_mb']}, "
         f"after all runs {r['rss_after_mb']}",
         "",
-        "sampled job states: " + ", ".join(f"{k} {r[k]['sampled_states']}" for k in ("b_small", "b_large", "b_drain")
-                                           if k in r),
+        "sampled job states: "
+        + ", ".join(f"{k} {r[k]['sampled_states']}" for k in ("b_small", "b_large", "b_drain") if k in r),
         f"worker log lines: {r['worker_log_warnings']}",
     ]
     return "\n".join(lines)

@@ -155,12 +155,12 @@ def helm_python() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    script = tmp_path_factory.mktemp("helm") / "render.py"
+def render(folder: Path, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``helm lint`` and a ``helm install`` of each variant (release name: values) into the emulator."""
+    script = folder / "render.py"
     script.write_text(RENDER, "utf-8")
     proc = subprocess.run(
-        [helm_python(), str(script), str(CHART), json.dumps(VARIANTS)],
+        [helm_python(), str(script), str(CHART), json.dumps(variants)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -169,6 +169,20 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def render_prometheus_rule(folder: Path, rule_values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The chart's PrometheusRule, rendered by Helm with ``metrics.prometheusRule`` values on top of the defaults."""
+    values = {"metrics": {"prometheusRule": {"enabled": True, **(rule_values or {})}}}
+    release = render(folder, {"rules": values})["releases"]["rules"]
+    assert "error" not in release, release.get("error")
+    (rule,) = [o for o in release["objects"] if o.get("kind") == "PrometheusRule"]
+    return dict(rule)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return render(tmp_path_factory.mktemp("helm"), VARIANTS)
 
 
 def objects(rendered: dict[str, Any], variant: str) -> list[dict[str, Any]]:
@@ -321,9 +335,16 @@ def test_variants_render_their_options(rendered: dict[str, Any]) -> None:
     objs = objects(rendered, "everything")
     kinds = {o["kind"] for o in objs}
     assert {"Ingress", "ServiceMonitor", "PodMonitor", "PrometheusRule"} <= kinds
-    dashboards = [o for o in by_kind(objs, "ConfigMap") if "dashboard" in o["metadata"]["name"]]
-    assert dashboards and dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
-    dashboard = json.loads(next(iter(dashboards[0]["data"].values())))
+    dashboards = {
+        o["metadata"]["name"]: o for o in by_kind(objs, "ConfigMap") if "-dashboard-" in o["metadata"]["name"]
+    }
+    shipped = {f"everything-jetqueue-dashboard-{p.stem}" for p in (CHART / "dashboards").glob("*.json")}
+    assert len(shipped) == 4 and set(dashboards) == shipped
+    for cm in dashboards.values():
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "jetqueue"
+    (text,) = dashboards["everything-jetqueue-dashboard-overview"]["data"].values()
+    dashboard = json.loads(text)
     assert dashboard["panels"] and dashboard["uid"] == "jetqueue-overview"
     secrets = {s["metadata"]["name"] for s in by_kind(objs, "Secret")}
     assert "everything-jetqueue-database" not in secrets  # existingSecret used instead

@@ -139,3 +139,8 @@ app.kubernetes.io/component: {{ .component }}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* Runbook link of one alert: (dict "ctx" $ "alert" "JetqueueLagHigh"); the anchors are docs/operations.md's headings. */}}
+{{- define "jetqueue.runbookUrl" -}}
+{{- printf "%s#%s" .ctx.Values.metrics.prometheusRule.runbookBaseUrl (lower .alert) -}}
+{{- end -}}

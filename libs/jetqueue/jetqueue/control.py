@@ -2,7 +2,9 @@
 
 Every operation goes through :class:`Controller`, which writes an audit record
 (who, what, why, outcome) onto ``jq.audit.<entity>`` in the events stream
-whether the operation succeeded or not; the monitor stores those records.
+whether the operation succeeded or not; the monitor stores those records. Each
+call also runs in an OpenTelemetry span ``control <action>`` (queue or job,
+actor, source, result, affected jobs), so an action shows in the caller's trace.
 Pause state lives in the consumers themselves, so every caller sees the same.
 """
 
@@ -22,8 +24,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 
-from jetqueue import names
+from jetqueue import names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.client import H_MSG_ID, JobClient
 from jetqueue.errors import ConflictError, JetqueueError, JobNotFound
@@ -80,6 +83,17 @@ class AuditRecord:
 
 
 @dataclass(slots=True)
+class ConsumerCounts:
+    """What the server says about one priority-level consumer of a queue."""
+
+    name: str
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting_pulls: int
+
+
+@dataclass(slots=True)
 class QueueInfo:
     """Counts of one queue, read from JetStream."""
 
@@ -94,6 +108,12 @@ class QueueInfo:
     paused: bool
     pause_until: str | None
     idle_pullers: int
+    # JetStream health, from the same stream/consumer info replies as the counts above.
+    stream_messages: int = 0
+    stream_bytes: int = 0
+    dlq_stream_messages: int = 0
+    dlq_stream_bytes: int = 0
+    consumers: list[ConsumerCounts] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,11 +134,22 @@ def _indefinite(stamp: str) -> bool:
 
 async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
     levels = []
+    consumers = []
     active = redelivered = idle = 0
     paused = False
     pause_until: str | None = None
     for lvl in range(spec.priority_levels):
-        ci = await js.consumer_info(spec.stream, names.level_consumer(spec.name, lvl))
+        consumer = names.level_consumer(spec.name, lvl)
+        ci = await js.consumer_info(spec.stream, consumer)
+        consumers.append(
+            ConsumerCounts(
+                name=consumer,
+                pending=ci.num_pending or 0,
+                ack_pending=ci.num_ack_pending or 0,
+                redelivered=ci.num_redelivered or 0,
+                waiting_pulls=ci.num_waiting or 0,
+            )
+        )
         levels.append(ci.num_pending or 0)
         active += ci.num_ack_pending or 0
         redelivered += ci.num_redelivered or 0
@@ -148,6 +179,11 @@ async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
         paused=paused,
         pause_until=pause_until if paused else None,
         idle_pullers=idle,
+        stream_messages=si.state.messages or 0,
+        stream_bytes=si.state.bytes or 0,
+        dlq_stream_messages=dlq.state.messages or 0,
+        dlq_stream_bytes=dlq.state.bytes or 0,
+        consumers=consumers,
     )
 
 
@@ -305,8 +341,22 @@ async def clean_failed(
     return {"removed": removed}
 
 
+def _affected(action: AuditAction, result: dict[str, Any]) -> int | None:
+    """How many jobs an action touched (None for pause/resume, which touch consumers, not jobs)."""
+    match action:
+        case AuditAction.QUEUE_DRAIN:
+            return int(result.get("removed", 0)) + int(result.get("removed_delayed", 0))
+        case AuditAction.QUEUE_RETRY_FAILED:
+            return int(result.get("retried", 0))
+        case AuditAction.QUEUE_CLEAN:
+            return int(result.get("removed", 0))
+        case AuditAction.JOB_RETRY | AuditAction.JOB_CANCEL:
+            return 1
+    return None
+
+
 class Controller:
-    """The control functions with an audit record for every call."""
+    """The control functions with an audit record and a trace span for every call."""
 
     def __init__(
         self,
@@ -353,16 +403,42 @@ class Controller:
             source=self.source,
             params=params,
         )
-        try:
-            result = await op()
-        except Exception as exc:
-            rec.error = str(exc) or type(exc).__name__
+        attributes: dict[str, Any] = {
+            "jetqueue.action": action.value,
+            "jetqueue.actor": actor,
+            "jetqueue.source": self.source,
+            "jetqueue.entity_type": entity.value,
+        }
+        if role:
+            attributes["jetqueue.role"] = role
+        if entity is EntityType.QUEUE:
+            attributes["jetqueue.queue"] = entity_id
+        else:
+            attributes["jetqueue.job_id"] = entity_id
+        # One span per control action, whoever calls it (monitor API, operator, CLI); the audit
+        # record is published inside it, so a trace shows the action and its audit write.
+        with telemetry.tracer().start_as_current_span(
+            f"control {action.value.lower()}", kind=trace.SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            try:
+                result = await op()
+            except Exception as exc:
+                rec.error = str(exc) or type(exc).__name__
+                span.set_attribute("jetqueue.result", "error")
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, rec.error)
+                await self._audit(rec)
+                raise
+            rec.ok = True
+            rec.result = {k: v for k, v in result.items() if k != "job_ids"}
+            span.set_attribute("jetqueue.result", "ok")
+            if entity is EntityType.JOB and result.get("queue"):
+                span.set_attribute("jetqueue.queue", str(result["queue"]))
+            affected = _affected(action, result)
+            if affected is not None:
+                span.set_attribute("jetqueue.affected", affected)
             await self._audit(rec)
-            raise
-        rec.ok = True
-        rec.result = {k: v for k, v in result.items() if k != "job_ids"}
-        await self._audit(rec)
-        return result
+            return result
 
     async def pause(
         self,

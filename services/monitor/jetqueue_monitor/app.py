@@ -18,7 +18,7 @@ from litestar.params import JSONBody
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from jetqueue import __version__
+from jetqueue import __version__, telemetry
 from jetqueue.catalog import Catalog, load_catalog
 from jetqueue.connection import connect_and_check
 from jetqueue.control import Controller as Control
@@ -32,6 +32,7 @@ from jetqueue_monitor.live import MonitorMetrics, Sampler
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import Store
 from jetqueue_monitor.ui import ui_routes
+from jetqueue_monitor.worker_health import lost_worker_counts
 
 log = logging.getLogger("jetqueue.monitor")
 
@@ -84,7 +85,15 @@ async def health(state: State) -> Response[dict[str, Any]]:
 async def metrics(state: State) -> Response[bytes]:
     m: MonitorMetrics = state.metrics
     workers = [(q, st, n) for q, per in (await queries.worker_counts(state.store)).items() for st, n in per.items()]
-    m.refresh(state.sampler.snapshot, workers, state.get("ingestor"))
+    lost = await lost_worker_counts(state.store, window_s=state.settings.lost_worker_window_s)
+    nc = state.get("nc")
+    m.refresh(
+        state.sampler.snapshot,
+        workers,
+        state.get("ingestor"),
+        lost_workers=lost,
+        nats_connected=nc is not None and nc.is_connected,
+    )
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -126,6 +135,7 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        telemetry.setup_tracing("jetqueue-monitor")
         await migrate(engine)
         await store.load_finished_totals()  # before ingest starts counting on top
         nc, js = await connect_and_check(settings.common, name="jetqueue-monitor", catalog=catalog)

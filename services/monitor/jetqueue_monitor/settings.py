@@ -30,6 +30,9 @@ class MonitorSettings(BaseSettings):
     viewer_sees_payloads: bool = Field(default=False, description="whether viewers see job data and results")
     # Rules.
     offline_after_s: float = Field(default=30.0, gt=0)
+    lost_worker_window_s: float = Field(
+        default=3600.0, gt=0, description="a worker gone silent counts in jetqueue_workers_lost this long"
+    )
     degraded_failure_ratio: float = Field(default=0.3, gt=0, le=1)
     degraded_window: int = Field(default=20, ge=1, description="recent jobs per worker the ratio looks at")
     sample_interval_s: float = Field(default=5.0, gt=0)

@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     from kubernetes import client, config
 
     from jetqueue.logs import setup_logging
+    from jetqueue.telemetry import setup_tracing
     from jetqueue_operator.app import build_registry, create_runtime, operate
     from jetqueue_operator.kube import KubeApi
     from jetqueue_operator.settings import OperatorSettings
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jetqueue-operator: invalid settings: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    setup_tracing("jetqueue-operator")
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:

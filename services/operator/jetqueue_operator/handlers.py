@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 from nats.js.errors import APIError
+from opentelemetry import trace
 
+from jetqueue import telemetry
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.connection import delete_queue
 from jetqueue.control import Controller, queue_info
@@ -23,6 +25,7 @@ from jetqueue.errors import JetqueueError
 from jetqueue_operator import GROUP, JOBQUEUES, QUEUEACTIONS, VERSION, workload
 from jetqueue_operator.conditions import DEGRADED, PAUSED, READY, SCALING, Conditions, now_iso
 from jetqueue_operator.kube import KubeApi
+from jetqueue_operator.metrics import MetricsServer, OperatorMetrics
 from jetqueue_operator.natslink import NatsLink
 from jetqueue_operator.resources import (
     TERMINAL_PHASES,
@@ -52,6 +55,7 @@ class Runtime:
     settings: OperatorSettings
     kube: KubeApi
     nats: NatsLink
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
 
 
 def _normal(obj: Any, *, reason: str, message: str) -> None:
@@ -98,17 +102,50 @@ async def reconcile(
     """Bring one JobQueue's stream, consumers and worker Deployment in line, and refresh its status."""
     lock: asyncio.Lock = memo.setdefault("lock", asyncio.Lock())
     async with lock:
-        await _reconcile(
-            rt,
-            body=body,
-            name=name,
-            namespace=namespace,
-            spec=spec,
-            status=status,
-            generation=generation,
-            patch=patch,
-            memo=memo,
-        )
+        started = time.monotonic()
+        try:
+            await _reconcile(
+                rt,
+                body=body,
+                name=name,
+                namespace=namespace,
+                spec=spec,
+                status=status,
+                generation=generation,
+                patch=patch,
+                memo=memo,
+            )
+        except Exception:
+            rt.metrics.jobqueue_reconciled(
+                _owner(namespace, name), None, seconds=time.monotonic() - started, error_reason="Exception"
+            )
+            raise
+        _count_reconcile(rt, _owner(namespace, name), patch, time.monotonic() - started)
+
+
+def _count_reconcile(rt: Runtime, jobqueue: str, patch: kopf.Patch, seconds: float) -> None:
+    """Metrics of one finished reconcile, read from the status it is about to write."""
+    st = patch.get("status") or {}
+    conds = {c.get("type"): c for c in st.get("conditions") or []}
+    ready, degraded = conds.get(READY) or {}, conds.get(DEGRADED) or {}
+    error_reason: str | None = None
+    if ready.get("status") != "True":
+        error_reason = str(ready.get("reason") or "NotReady")
+    elif degraded.get("status") == "True":
+        error_reason = str(degraded.get("reason") or "Degraded")
+
+    def count(key: str) -> int | None:
+        return int(st[key]) if st.get(key) is not None else None
+
+    rt.metrics.jobqueue_reconciled(
+        jobqueue,
+        st.get("queue"),
+        seconds=seconds,
+        error_reason=error_reason,
+        replicas=count("replicas"),
+        desired=count("desiredReplicas"),
+        ready=count("readyReplicas"),
+    )
 
 
 async def _reconcile(
@@ -285,6 +322,7 @@ async def _reconcile(
 
 async def cleanup(rt: Runtime, *, body: kopf.Body, name: str, namespace: str, spec: kopf.Spec) -> None:
     """JobQueue deleted: remove its Deployment and ConfigMap; delete the stream only if the policy says so."""
+    rt.metrics.jobqueue_deleted(_owner(namespace, name))
     await rt.kube.delete_deployment(namespace, workload.deployment_name(name))
     await rt.kube.delete_configmap(namespace, workload.configmap_name(name))
     try:
@@ -369,28 +407,39 @@ async def run_action(
     phase = status.get("phase")
     if phase in TERMINAL_PHASES:
         return
+    t0 = time.monotonic()
 
-    def finish(phase: Phase, message: str, **extra: Any) -> None:
+    def finish(phase: Phase, message: str, error_reason: str | None = None, **extra: Any) -> None:
         patch.status.update(phase=phase.value, message=message, completionTime=now_iso(), **extra)
         if phase is Phase.FAILED:
             _warning(body, reason="ActionFailed", message=message)
         else:
             _normal(body, reason="ActionSucceeded", message=message)
+        rt.metrics.action_finished(
+            str(spec.get("action") or "unknown"),
+            phase.value,
+            seconds=time.monotonic() - t0,
+            error_reason=(error_reason or "ActionFailed") if phase is Phase.FAILED else None,
+        )
 
     if phase == Phase.RUNNING.value:
         # The operator stopped while this ran. Never run an action twice.
-        finish(Phase.FAILED, "interrupted: the operator restarted while it ran; check the audit log, then re-apply")
+        finish(
+            Phase.FAILED,
+            "interrupted: the operator restarted while it ran; check the audit log, then re-apply",
+            "Interrupted",
+        )
         return
     try:
         act = parse_action(dict(spec))
     except InvalidSpec as exc:
-        finish(Phase.FAILED, str(exc))
+        finish(Phase.FAILED, str(exc), "InvalidSpec")
         return
 
     async def wait(message: str) -> None:
         waited = (datetime.now(UTC) - started.astimezone(UTC)).total_seconds()
         if waited > rt.settings.action_wait_s:
-            finish(Phase.FAILED, f"gave up after {waited:.0f}s: {message}")
+            finish(Phase.FAILED, f"gave up after {waited:.0f}s: {message}", "WaitTimedOut")
             raise _Done
         await rt.kube.patch_action_status(namespace, name, {"phase": Phase.PENDING.value, "message": message})
         raise kopf.TemporaryError(message, delay=2)
@@ -403,7 +452,7 @@ async def run_action(
         try:
             _, queue = parse_jobqueue(act.job_queue, dict(jq_obj.get("spec") or {}))
         except InvalidSpec as exc:
-            finish(Phase.FAILED, str(exc))
+            finish(Phase.FAILED, str(exc), "InvalidSpec")
             return
         try:
             nc = await rt.nats.client()
@@ -419,13 +468,29 @@ async def run_action(
     )
     ctl = Controller(nc, Catalog(queues=(queue,)), source="operator")
     actor = f"kubernetes:queueaction/{namespace}/{name}"
-    try:
-        affected, message, result = await _execute(rt, ctl, queue, act, actor)
-    except Exception as exc:  # one-shot: any failure is final, never retried
-        message = f"{act.action} failed: {exc}"
-        finish(Phase.FAILED, message, startTime=start)
-        _warning(_jobqueue_ref(jq_obj), reason="QueueActionFailed", message=f"{name}: {message}")
-        return
+    # The QueueAction's span; the control function's own span ("control <action>") is its child.
+    with telemetry.tracer().start_as_current_span(
+        f"QueueAction {act.action}",
+        attributes={
+            "jetqueue.queue": queue.name,
+            "jetqueue.action": str(act.action),
+            "jetqueue.actor": actor,
+            "jetqueue.source": "operator",
+            "k8s.namespace.name": namespace,
+            "jetqueue.queueaction": name,
+        },
+    ) as span:
+        try:
+            affected, message, result = await _execute(rt, ctl, queue, act, actor)
+        except Exception as exc:  # one-shot: any failure is final, never retried
+            message = f"{act.action} failed: {exc}"
+            span.set_attribute("jetqueue.result", "error")
+            span.set_status(trace.StatusCode.ERROR, message)
+            finish(Phase.FAILED, message, "ActionFailed", startTime=start)
+            _warning(_jobqueue_ref(jq_obj), reason="QueueActionFailed", message=f"{name}: {message}")
+            return
+        span.set_attribute("jetqueue.result", "ok")
+        span.set_attribute("jetqueue.affected", affected)
     result = {k: v for k, v in result.items() if k != "job_ids"}
     finish(Phase.SUCCEEDED, message, startTime=start, affected=affected, result=result)
     _normal(_jobqueue_ref(jq_obj), reason=f"Queue{act.action[0].upper()}{act.action[1:]}", message=f"{name}: {message}")
@@ -448,6 +513,8 @@ def build_registry(rt: Runtime, registry: kopf.OperatorRegistry) -> kopf.Operato
     reg = registry
     interval = rt.settings.reconcile_interval_s
 
+    servers: list[MetricsServer] = []
+
     @kopf.on.startup(registry=reg)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
@@ -459,6 +526,12 @@ def build_registry(rt: Runtime, registry: kopf.OperatorRegistry) -> kopf.Operato
         # On stop (or the JobQueue's deletion) let a reconcile in flight finish
         # (well under a second) rather than abandon it half-way.
         settings.background.instant_exit_timeout = 2.0
+        # /metrics first: while NATS is down is when it is read most (jetqueue_operator_nats_connected 0).
+        rt.metrics.watch_nats(lambda: rt.nats.connected)
+        if rt.settings.metrics_port:
+            server = MetricsServer(rt.metrics, rt.settings.metrics_host, rt.settings.metrics_port)
+            await server.start()
+            servers.append(server)
         # Connect (and create the shared streams) now, so the producer and
         # monitor, which leave provisioning to the operator, find them; if NATS
         # is down the JobQueues report it and the connection is retried.
@@ -470,6 +543,8 @@ def build_registry(rt: Runtime, registry: kopf.OperatorRegistry) -> kopf.Operato
 
     @kopf.on.cleanup(registry=reg)
     async def close(**_: Any) -> None:
+        while servers:
+            await servers.pop().stop()
         await rt.nats.close()
 
     @kopf.on.probe(id="nats", registry=reg)

@@ -16,6 +16,8 @@ class OperatorSettings(BaseSettings):
     standalone: bool = Field(default=False, description="no peering (a single replica, or local runs)")
     priority: int = Field(default=0, description="peering priority of this replica")
     liveness_port: int = Field(default=8080, ge=0, le=65535, description="GET /healthz; 0 = off")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="GET /metrics (Prometheus); 0 = off")
+    metrics_host: str = Field(default="0.0.0.0", description="address /metrics listens on")
     reconcile_interval_s: float = Field(default=5.0, gt=0, description="how often each JobQueue is reconciled")
     action_wait_s: float = Field(default=120.0, ge=0, description="how long a QueueAction waits for its JobQueue")
     drain_settle_s: float = Field(default=30.0, gt=0, description="drain: time running jobs get to settle")

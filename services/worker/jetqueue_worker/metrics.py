@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Values of the ``reason`` label of jetqueue_job_errors_total.
+ERROR_EXCEPTION = "exception"  # the processor raised (retried while attempts are left)
+ERROR_TIMEOUT = "timeout"  # the processor ran past the queue's timeout
+ERROR_PERMANENT = "permanent"  # PermanentError: dead-lettered at once
+ERROR_NO_PROCESSOR = "no_processor"  # no processor registered for the job's name
+ERROR_STALLED = "stalled"  # workers kept dying while holding it: dead-lettered
+ERROR_MALFORMED = "malformed"  # an unreadable message: dead-lettered
+ERROR_REASONS = (ERROR_EXCEPTION, ERROR_TIMEOUT, ERROR_PERMANENT, ERROR_NO_PROCESSOR, ERROR_STALLED, ERROR_MALFORMED)
+
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -47,4 +56,22 @@ class WorkerMetrics:
         )
         self.in_flight = Gauge(
             "jetqueue_jobs_in_flight", "Jobs running in this worker", ["queue"], registry=self.registry
+        )
+        self.errors = Counter(
+            "jetqueue_job_errors_total",
+            "Failed attempts and dead-lettered messages, by reason (ERROR_REASONS)",
+            ["queue", "reason"],
+            registry=self.registry,
+        )
+        self.concurrency = Gauge(
+            "jetqueue_worker_concurrency",
+            "Jobs this worker runs at once (its slots)",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "jetqueue_worker_info",
+            "1 per running worker: its id (as in the monitor) and version",
+            ["queue", "worker_id", "version"],
+            registry=self.registry,
         )

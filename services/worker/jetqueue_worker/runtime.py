@@ -44,7 +44,16 @@ from jetqueue.errors import InvalidJob, JetqueueError
 from jetqueue.events import EventBatcher, Heartbeat, LifecycleRecord
 from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms
 from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
-from jetqueue_worker.metrics import WorkerMetrics
+from jetqueue_worker.metrics import (
+    ERROR_EXCEPTION,
+    ERROR_MALFORMED,
+    ERROR_NO_PROCESSOR,
+    ERROR_PERMANENT,
+    ERROR_REASONS,
+    ERROR_STALLED,
+    ERROR_TIMEOUT,
+    WorkerMetrics,
+)
 from jetqueue_worker.puller import Puller
 
 log = logging.getLogger("jetqueue.worker")
@@ -144,6 +153,14 @@ class Worker:
             names.stalled_consumer(self.spec.name), names.ADVISORIES_STREAM
         )
         self.events.start()
+        q = self.spec.name
+        self.metrics.concurrency.labels(q).set(self.concurrency)
+        self.metrics.info.labels(q, self.worker_id, self.version).set(1)
+        # Series that may stay at zero exist from the start: a dashboard shows 0, not "No data".
+        for counter in (self.metrics.stalled, self.metrics.cancelled, self.metrics.malformed, self.metrics.in_flight):
+            counter.labels(q)
+        for reason in ERROR_REASONS:
+            self.metrics.errors.labels(q, reason)
         self._running = True
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="jq-fetch"),
@@ -439,6 +456,7 @@ class Worker:
         gauge.inc()
         timeout = env.timeout_ms / 1000 if env.timeout_ms else None
         error: BaseException | None = None
+        reason = ERROR_EXCEPTION
         result: Any = None
         span_ctx = telemetry.extract(msg.headers)
         with telemetry.tracer().start_as_current_span(
@@ -462,10 +480,19 @@ class Worker:
                 error = JobCancelled(h.cancel_reason)
             except TimeoutError:
                 error = TimeoutError(f"timed out after {env.timeout_ms} ms")
+                reason = ERROR_TIMEOUT
             except Exception as exc:
                 error = exc
+                if fn is None:
+                    reason = ERROR_NO_PROCESSOR
+                elif isinstance(exc, PermanentError):
+                    reason = ERROR_PERMANENT
+                else:
+                    reason = ERROR_EXCEPTION
             if error is not None:
                 span.set_status(trace.StatusCode.ERROR, str(error))
+                if not isinstance(error, JobCancelled):
+                    self.metrics.errors.labels(self.spec.name, reason).inc()
         gauge.dec()
         duration = now_ms() - started
         labels = (self.spec.name, env.name)
@@ -627,6 +654,7 @@ class Worker:
 
     async def _dead_letter_malformed(self, msg: Msg, reason: str) -> None:
         self.metrics.malformed.labels(self.spec.name).inc()
+        self.metrics.errors.labels(self.spec.name, ERROR_MALFORMED).inc()
         seq = msg.metadata.sequence.stream
         headers = {
             H_REASON: "malformed",
@@ -688,6 +716,7 @@ class Worker:
             f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
         )
         env.errors.append(text)
+        self.metrics.errors.labels(self.spec.name, ERROR_STALLED).inc()
         await self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
         await self.js.delete_msg(self.spec.stream, seq)
 
