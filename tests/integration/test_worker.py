@@ -64,14 +64,23 @@ async def state_is(client: JobClient, job_id: str, state: JobStatus) -> bool:
 
 async def test_job_runs_reports_progress_and_completes(client: JobClient, make_worker: Any, nc: NatsClient) -> None:
     reg = ProcessorRegistry()
+    release = asyncio.Event()
 
     async def proc(ctx: JobContext) -> dict[str, Any]:
-        await ctx.progress(40)
+        await ctx.progress(40)  # not due yet (the job just started): written by the throttle's timer
+        await release.wait()
         return {"echo": ctx.data, "attempt": ctx.attempt}
 
     reg.register(Q, proc)
     await make_worker(reg)
     r = await client.enqueue(Q, "welcome", {"to": "a"}, user_id="u1")
+
+    async def shows_progress() -> bool:
+        st = await client.status(r.job_id)
+        return st.state is JobStatus.ACTIVE and st.progress == 40
+
+    await eventually(shows_progress, what="the running job's progress in its state")
+    release.set()
     await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED), what="completed")
     st = await client.status(r.job_id)
     assert st.result == {"echo": {"to": "a"}, "attempt": 1}
@@ -80,6 +89,57 @@ async def test_job_runs_reports_progress_and_completes(client: JobClient, make_w
     recs = await eventually(lambda: _types(nc, r.job_id, {"started", "progress", "completed"}), what="records")
     started = next(x for x in recs if x["type"] == "started")
     assert started["data"] == {"to": "a"} and started["user_id"] == "u1"
+
+
+async def test_a_job_shorter_than_the_progress_interval_writes_no_progress(
+    client: JobClient, make_worker: Any, nc: NatsClient
+) -> None:
+    reg = ProcessorRegistry()
+
+    async def proc(ctx: JobContext) -> str:
+        for p in (10, 50, 90):
+            await ctx.progress(p)
+        return "done"
+
+    reg.register(Q, proc)
+    await make_worker(reg)
+    r = await client.enqueue(Q, "quick", {})
+    recs = await eventually(lambda: _types(nc, r.job_id, {"started", "completed"}), what="records")
+    assert [x["type"] for x in recs] == ["started", "completed"]
+    st = await client.status(r.job_id)
+    assert st.state is JobStatus.COMPLETED and st.progress == 100
+
+
+async def test_progress_is_throttled_and_the_newest_value_is_written(
+    client: JobClient, make_worker: Any, nc: NatsClient
+) -> None:
+    reg = ProcessorRegistry()
+    release = asyncio.Event()
+    took: list[float] = []
+
+    async def proc(ctx: JobContext) -> None:
+        t0 = time.monotonic()
+        for p in range(1, 101):  # 100 reports in about 0.1 s: one write per interval, of the newest value
+            await ctx.progress(p)
+            await asyncio.sleep(0.001)
+        took.append(time.monotonic() - t0)
+        await release.wait()
+
+    reg.register(Q, proc)
+    await make_worker(reg)
+    r = await client.enqueue(Q, "chatty", {})
+
+    async def at_100() -> bool:
+        st = await client.status(r.job_id)
+        return st.state is JobStatus.ACTIVE and st.progress == 100
+
+    await eventually(at_100, what="the newest progress value")
+    release.set()
+    await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED), what="completed")
+    recs = await eventually(lambda: _types(nc, r.job_id, {"started", "completed"}), what="records")
+    progress = [x["progress"] for x in recs if x["type"] == "progress"]
+    interval = 0.25  # Worker's default progress_interval_s
+    assert progress and progress[-1] == 100 and len(progress) <= 1 + took[0] / interval, (progress, took)
 
 
 async def _types(nc: NatsClient, job_id: str, want: set[str]) -> list[dict[str, Any]] | None:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -46,9 +46,14 @@ class LifecycleRecord:
     artifacts: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if v is not None}
+        """The set fields, shallow: values are shared with the caller (``EventBatcher.add`` encodes
+        at once). ``dataclasses.asdict`` deep-copied every leaf, about 40 µs a record."""
+        d = {k: v for k in _RECORD_FIELDS if (v := getattr(self, k)) is not None}
         d["type"] = self.type.value
         return d
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(LifecycleRecord))
 
 
 @dataclass(slots=True)
@@ -107,7 +112,7 @@ class EventBatcher:
         self.subject = names.events_subject(queue)
         self.interval = interval
         self.max_batch = max_batch
-        self._buf: list[dict[str, Any]] = []
+        self._buf: list[str] = []  # records, JSON-encoded when added
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.published = 0
@@ -117,7 +122,9 @@ class EventBatcher:
         self._batch_no = 0
 
     def add(self, record: LifecycleRecord) -> None:
-        self._buf.append(record.to_dict())
+        # encoded now: what a record says is what held when it was added, even if the job's
+        # data or result objects change afterwards
+        self._buf.append(json.dumps(record.to_dict(), separators=(",", ":"), default=str))
         if len(self._buf) >= self.max_batch:
             self._wake.set()
 
@@ -136,7 +143,7 @@ class EventBatcher:
     async def flush(self) -> None:
         while self._buf:
             batch, self._buf = self._buf[: self.max_batch], self._buf[self.max_batch :]
-            body = json.dumps({"v": SCHEMA_VERSION, "records": batch}, separators=(",", ":"), default=str)
+            body = f'{{"v":{SCHEMA_VERSION},"records":[{",".join(batch)}]}}'
             msg_id = f"{self._source}:{self._batch_no}"
             try:
                 await self.js.publish(self.subject, body.encode(), timeout=5, headers={"Nats-Msg-Id": msg_id})

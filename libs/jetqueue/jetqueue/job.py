@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -205,7 +205,8 @@ class JobState:
     data: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """All fields, shallow (``dataclasses.asdict`` deep-copied every leaf: ~50 µs a state)."""
+        d = {k: getattr(self, k) for k in _STATE_FIELDS}
         d["state"] = self.state.value
         d["v"] = SCHEMA_VERSION
         return d
@@ -220,6 +221,9 @@ class JobState:
         d["state"] = JobStatus(d["state"])
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(JobState))
 
 
 @dataclass(slots=True, frozen=True)

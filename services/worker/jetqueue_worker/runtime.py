@@ -77,9 +77,14 @@ class Held:
     ctx: JobContext | None = None
     cancel_reason: str | None = None
     releasing: bool = False
-    last_progress_write: float = 0.0
     started_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # progress throttle (Worker._progress): the newest unreported value and when it may be written
+    progress: float | None = None
+    progress_due: float = 0.0
+    progress_timer: asyncio.TimerHandle | None = None
+    progress_task: asyncio.Future[None] | None = None
+    progress_closed: bool = False
 
 
 class Worker:
@@ -247,6 +252,8 @@ class Worker:
         h.task = asyncio.create_task(self._run(h))
 
     def _done(self, h: Held) -> None:
+        h.progress_closed = True  # also when the job was released or cancelled mid-run
+        self._cancel_progress_timer(h)
         self.held.pop(h.msg.metadata.sequence.stream, None)
         if self.backlog and self._running:
             self._start(self.backlog.popleft())
@@ -442,6 +449,7 @@ class Worker:
         h.ctx = ctx
         started = now_ms()
         h.started_ms = started
+        h.progress_due = time.monotonic() + self.progress_interval_s
         scheduled_for = int((msg.headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
         self.metrics.wait.labels(self.spec.name).observe(max(started - scheduled_for, 0) / 1000)
         first = env.attempt == 1 and msg.metadata.num_delivered == 1
@@ -494,6 +502,7 @@ class Worker:
                 if not isinstance(error, JobCancelled):
                     self.metrics.errors.labels(self.spec.name, reason).inc()
         gauge.dec()
+        await self._close_progress(h)
         duration = now_ms() - started
         labels = (self.spec.name, env.name)
         self.metrics.duration.labels(*labels).observe(duration / 1000)
@@ -506,7 +515,6 @@ class Worker:
                 ),
                 self.spec.retention_s,
             )
-            log.debug("job completed in %d ms", duration)
             log.debug("job completed in %d ms", duration)
             self._record(
                 EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.extra.get("artifacts")
@@ -542,12 +550,55 @@ class Worker:
             await msg.term()
 
     async def _progress(self, h: Held, env: Envelope, value: float) -> None:
-        self._record(EventType.PROGRESS, env, progress=value) if _progress_due(h, self.progress_interval_s) else None
-        if _progress_due(h, self.progress_interval_s, write=True):
+        """Report progress at most every ``progress_interval_s``, the newest value included.
+
+        The first report waits until the job has run for the interval, so a job
+        that ends sooner writes no progress at all (its final state says 100):
+        that saved a record and a state write per job. A report that is not due
+        yet is kept and written when it is, by a timer, if the job still runs.
+        """
+        h.progress = value
+        now = time.monotonic()
+        if now >= h.progress_due:
+            self._cancel_progress_timer(h)
+            await self._flush_progress(h, env)
+        elif h.progress_timer is None:
+            h.progress_timer = asyncio.get_running_loop().call_later(
+                h.progress_due - now, self._progress_timer_fired, h, env
+            )
+
+    async def _flush_progress(self, h: Held, env: Envelope) -> None:
+        value, h.progress = h.progress, None
+        if value is None or h.progress_closed:
+            return
+        h.progress_due = time.monotonic() + self.progress_interval_s
+        self._record(EventType.PROGRESS, env, progress=value)
+        try:
             await self._write_state(
                 self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
                 self.spec.failed_retention_s,
             )
+        except Exception as exc:  # NATS reconnecting: the next report or the final state catches up
+            log.warning("progress state write failed: %s", exc)
+
+    def _progress_timer_fired(self, h: Held, env: Envelope) -> None:
+        h.progress_timer = None
+        if not h.progress_closed:
+            h.progress_task = asyncio.ensure_future(self._flush_progress(h, env))
+
+    @staticmethod
+    def _cancel_progress_timer(h: Held) -> None:
+        if h.progress_timer is not None:
+            h.progress_timer.cancel()
+            h.progress_timer = None
+
+    async def _close_progress(self, h: Held) -> None:
+        """The processor returned: no progress write may follow, or overtake, the job's final state."""
+        h.progress_closed = True
+        self._cancel_progress_timer(h)
+        task, h.progress_task = h.progress_task, None
+        if task is not None and not task.done():
+            await asyncio.wait({task})
 
     async def _schedule_retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> None:
         retry_no = env.attempt  # first retry after attempt 1
@@ -719,16 +770,6 @@ class Worker:
         self.metrics.errors.labels(self.spec.name, ERROR_STALLED).inc()
         await self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
         await self.js.delete_msg(self.spec.stream, seq)
-
-
-def _progress_due(h: Held, interval: float, write: bool = False) -> bool:
-    key = "w" if write else "e"
-    now = time.monotonic()
-    last = h.extra.get(key, 0.0)
-    if now - last >= interval:
-        h.extra[key] = now
-        return True
-    return False
 
 
 def _error_text(error: BaseException) -> str:
