@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -86,3 +87,34 @@ async def test_dlq_list_and_replay(nats_server: EmbeddedNats, nc: NatsClient) ->
     assert as_json(await jq(nats_server, "dlq", "replay", "dead-1", "--json"))["state"] == "waiting"
     assert as_json(await jq(nats_server, "dlq", "list", "--json")) == []
     assert as_json(await jq(nats_server, "status", "dead-1", "--json"))["state"] == "waiting"
+
+
+def _json_objects(text: str) -> list[Any]:
+    """Every JSON value printed one after another (the command's output, then the console exporter's spans)."""
+    dec, out, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        obj, i = dec.raw_decode(text, i)
+        out.append(obj)
+    return out
+
+
+async def test_a_traced_command_exports_its_control_span(nats_server: EmbeddedNats, nc: NatsClient) -> None:
+    cmd = [sys.executable, "-m", "jetqueue", "pause", "email-send", "--json", "--reason", "deploy"]
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "jetqueue-cli"}
+    r = await asyncio.to_thread(
+        subprocess.run, [*cmd, "--nats-url", nats_server.url], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    result, *spans = _json_objects(r.stdout)
+    assert result["paused"] is True
+    by_name = {s["name"]: s for s in spans}
+    command, action = by_name["jetqueue pause"], by_name["control queue_pause"]
+    assert action["parent_id"] == command["context"]["span_id"]
+    assert action["context"]["trace_id"] == command["context"]["trace_id"]
+    assert action["attributes"]["jetqueue.source"] == "cli" and action["attributes"]["jetqueue.result"] == "ok"
+    # off by default: no exporter variables, no spans
+    plain = await jq(nats_server, "resume", "email-send", "--json")
+    assert len(_json_objects(plain.stdout)) == 1

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from jetqueue import telemetry
 from jetqueue.errors import ConflictError, JetqueueError, JobNotFound, ScheduleNotFound, UnknownQueue
 
 EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4
@@ -388,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(render())
         return 0
+    # With OTEL_* set, each command is a trace: its control actions and the jobs it enqueues are in it.
+    telemetry.setup_tracing("jetqueue-cli")
     try:
-        return int(asyncio.run(args.fn(args)))
+        with telemetry.tracer().start_as_current_span(f"jetqueue {args.command}"):
+            return int(asyncio.run(args.fn(args)))
     except (UnknownQueue, JobNotFound, ScheduleNotFound) as exc:
         print(f"jetqueue: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -401,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130
+    finally:
+        telemetry.flush()
 
 
 if __name__ == "__main__":

@@ -57,3 +57,10 @@ def setup_tracing(service_name: str) -> None:
             return
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+def flush() -> None:
+    """Export what is buffered and stop the provider (short-lived processes: the CLI)."""
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
