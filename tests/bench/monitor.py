@@ -55,7 +55,7 @@ from jetqueue.catalog import Catalog, QueueSpec, load_catalog
 from jetqueue.control import QueueInfo
 from jetqueue_monitor import queries
 from jetqueue_monitor.db.engine import make_engine, migrate
-from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt, JobStat, JobStatHourly, QueueSample
+from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt
 from jetqueue_monitor.live import QueueLive, Snapshot
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import JobFilter, Store, job_query
@@ -720,26 +720,14 @@ async def explain_sql(dsn: str, sql: str) -> str:
 
 
 def overview_statements(params: dict[str, Any]) -> dict[str, Any]:
+    """The statements behind the overview cases, built by the monitor's own functions where it has them."""
     now = datetime.now(UTC)
     busy = params["busy_queue"]
-    day = now - timedelta(hours=24)
-    edge = day.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    newest = (
-        select(QueueSample.queue, func.max(QueueSample.ts).label("ts"))
-        .where(QueueSample.ts <= now - timedelta(minutes=10), QueueSample.ts > now - timedelta(minutes=15))
-        .group_by(QueueSample.queue)
-        .subquery()
-    )
+    minutes, hours = queries.stats_statements(now - timedelta(hours=24))
     return {
-        "stats_since(24h): minute rows [overview, queues]": select(
-            JobStat.queue, JobStat.completed, JobStat.hist
-        ).where(JobStat.minute >= day, JobStat.minute < edge),
-        "stats_since(24h): hourly rows [overview, queues]": select(
-            JobStatHourly.queue, JobStatHourly.completed, JobStatHourly.hist
-        ).where(JobStatHourly.hour >= edge),
-        "_samples_at(now-10m) [incidents]": select(QueueSample).join(
-            newest, (QueueSample.queue == newest.c.queue) & (QueueSample.ts == newest.c.ts)
-        ),
+        "stats_since(24h): minute rows [overview, queues]": minutes,
+        "stats_since(24h): hourly rows [overview, queues]": hours,
+        "_samples_at(now-10m) [incidents]": queries.samples_at_statement(now - timedelta(minutes=10)),
         f"top_errors {busy} [queue_detail]": select(
             func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count()
         )

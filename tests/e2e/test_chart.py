@@ -148,8 +148,9 @@ def helm_python() -> str:
     if py.exists():
         return str(py)
     if _python312() is None:
-        pytest.skip("helm-sdkpy needs Python >= 3.12 and this machine has none: helm lint/render not run")
-    message = f"{HELM_VENV} is missing: run `make helm-venv` (make test does) to install helm-sdkpy"
+        message = "helm-sdkpy needs Python >= 3.12 and this machine has none: helm lint/render not run"
+    else:
+        message = f"{HELM_VENV} is missing: run `make helm-venv` (make test does) to install helm-sdkpy"
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)

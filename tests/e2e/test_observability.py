@@ -53,6 +53,7 @@ from tests.e2e.test_operator import (
     queueaction,
     register_resources,
     running_operator,
+    settings_for,
     wait_phase,
     wait_ready,
 )
@@ -223,17 +224,7 @@ async def emulated_cluster() -> AsyncIterator[Cluster]:
 
 
 def operator_settings(nats_server: EmbeddedNats, **kw: Any) -> OperatorSettings:
-    return OperatorSettings(
-        namespaces=NS,
-        standalone=True,
-        reconcile_interval_s=0.5,
-        liveness_port=free_port(),
-        action_wait_s=5,
-        drain_settle_s=5,
-        worker_image="registry.example/jetqueue-worker:test",
-        common=CommonSettings(nats_url=nats_server.url),
-        **kw,
-    )
+    return settings_for(nats_server, standalone=True, **kw)
 
 
 @pytest.fixture

@@ -275,17 +275,23 @@ async def cluster() -> AsyncIterator[Cluster]:
             kube.close()
 
 
+def settings_for(nats_server: EmbeddedNats, **kw: Any) -> OperatorSettings:
+    """Operator settings for the tests: a fast reconcile, short action waits; ``kw`` overrides."""
+    base: dict[str, Any] = {
+        "namespaces": NS,
+        "reconcile_interval_s": INTERVAL,
+        "liveness_port": free_port(),
+        "action_wait_s": 5,
+        "drain_settle_s": 5,
+        "worker_image": "registry.example/jetqueue-worker:test",
+        "common": CommonSettings(nats_url=nats_server.url),
+    }
+    return OperatorSettings(**{**base, **kw})
+
+
 @pytest.fixture
 def operator_settings(nats_server: EmbeddedNats) -> OperatorSettings:
-    return OperatorSettings(
-        namespaces=NS,
-        reconcile_interval_s=INTERVAL,
-        liveness_port=free_port(),
-        action_wait_s=5,
-        drain_settle_s=5,
-        worker_image="registry.example/jetqueue-worker:test",
-        common=CommonSettings(nats_url=nats_server.url),
-    )
+    return settings_for(nats_server)
 
 
 @contextlib.asynccontextmanager

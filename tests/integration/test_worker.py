@@ -62,6 +62,11 @@ async def state_is(client: JobClient, job_id: str, state: JobStatus) -> bool:
     return (await client.status(job_id)).state is state
 
 
+async def running_at(client: JobClient, job_id: str, progress: float) -> bool:
+    st = await client.status(job_id)
+    return st.state is JobStatus.ACTIVE and st.progress == progress
+
+
 async def test_job_runs_reports_progress_and_completes(client: JobClient, make_worker: Any, nc: NatsClient) -> None:
     reg = ProcessorRegistry()
     release = asyncio.Event()
@@ -75,11 +80,7 @@ async def test_job_runs_reports_progress_and_completes(client: JobClient, make_w
     await make_worker(reg)
     r = await client.enqueue(Q, "welcome", {"to": "a"}, user_id="u1")
 
-    async def shows_progress() -> bool:
-        st = await client.status(r.job_id)
-        return st.state is JobStatus.ACTIVE and st.progress == 40
-
-    await eventually(shows_progress, what="the running job's progress in its state")
+    await eventually(lambda: running_at(client, r.job_id, 40), what="the running job's progress in its state")
     release.set()
     await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED), what="completed")
     st = await client.status(r.job_id)
@@ -129,11 +130,7 @@ async def test_progress_is_throttled_and_the_newest_value_is_written(
     await make_worker(reg)
     r = await client.enqueue(Q, "chatty", {})
 
-    async def at_100() -> bool:
-        st = await client.status(r.job_id)
-        return st.state is JobStatus.ACTIVE and st.progress == 100
-
-    await eventually(at_100, what="the newest progress value")
+    await eventually(lambda: running_at(client, r.job_id, 100), what="the newest progress value")
     release.set()
     await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED), what="completed")
     recs = await eventually(lambda: _types(nc, r.job_id, {"started", "completed"}), what="records")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import Select, and_, func, select, text
 
 from jetqueue.catalog import Catalog
 from jetqueue_monitor.db.models import (
@@ -21,7 +20,16 @@ from jetqueue_monitor.db.models import (
 )
 from jetqueue_monitor.live import Snapshot
 from jetqueue_monitor.settings import MonitorSettings
-from jetqueue_monitor.store import JobFilter, Store, _aware, encode_cursor, job_query, utcnow
+from jetqueue_monitor.store import (
+    JobFilter,
+    Store,
+    _aware,
+    add_stats,
+    empty_stats,
+    encode_cursor,
+    job_query,
+    utcnow,
+)
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -42,69 +50,59 @@ def percentile(hist: dict[str, int], q: float) -> float | None:
     return float(DURATION_BUCKETS_MS[-2])
 
 
-def _empty_stats() -> dict[str, Any]:
-    return {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": Counter(), "last": None}
-
-
-async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
-    """Per-queue totals of the rollups since ``since`` (the same as summing the minute rows).
+def stats_statements(since: datetime, queue: str | None = None) -> list[Select[Any]]:
+    """The rollup rows whose sum is the totals since ``since``.
 
     Windows over two hours read the minute rows up to the first whole hour and
-    the hourly rows after it: a day is 24 rows per queue plus at most 59, not
-    1,440. Rows come back as plain tuples (no ORM objects) and are summed here,
-    where the duration histograms merge the same way on SQLite and PostgreSQL.
+    the hourly rows after it: a day is 24 rows per queue plus at most 59, not 1,440.
     """
     edge: datetime | None = None
     if utcnow() - since > timedelta(hours=2):
         floor = since.replace(minute=0, second=0, microsecond=0)
         edge = floor if floor == since else floor + timedelta(hours=1)
-    stmts = []
-    for model, at in ((JobStat, JobStat.minute), (JobStatHourly, JobStatHourly.hour)):
-        if model is JobStatHourly and edge is None:
-            continue
-        stmt = select(
-            model.queue,
-            model.completed,
-            model.failed,
-            model.retried,
-            model.duration_sum_ms,
-            model.duration_count,
-            model.hist,
-            model.last_finished_at,
-        )
-        if model is JobStat:
-            stmt = stmt.where(at >= since, *([at < edge] if edge is not None else []))
-        else:
-            stmt = stmt.where(at >= edge)
-        if queue:
-            stmt = stmt.where(model.queue == queue)
-        stmts.append(stmt)
+    minutes = _stat_columns(JobStat).where(JobStat.minute >= since)
+    if edge is not None:
+        minutes = minutes.where(JobStat.minute < edge)
+    stmts = [minutes.where(JobStat.queue == queue) if queue else minutes]
+    if edge is not None:
+        hours = _stat_columns(JobStatHourly).where(JobStatHourly.hour >= edge)
+        stmts.append(hours.where(JobStatHourly.queue == queue) if queue else hours)
+    return stmts
+
+
+def _stat_columns(model: type[JobStat] | type[JobStatHourly]) -> Select[Any]:
+    return select(
+        model.queue,
+        model.completed,
+        model.failed,
+        model.retried,
+        model.duration_sum_ms,
+        model.duration_count,
+        model.hist,
+        model.last_finished_at,
+    )
+
+
+async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per-queue totals of the rollups since ``since`` (the same as summing the minute rows).
+
+    Rows come back as plain tuples (no ORM objects) and are summed here, where
+    the duration histograms merge the same way on SQLite and PostgreSQL.
+    """
     out: dict[str, dict[str, Any]] = {}
     async with store.sessions() as s:
-        for stmt in stmts:
+        for stmt in stats_statements(since, queue):
             for q, completed, failed, retried, dsum, dcount, hist, last in await s.execute(stmt):
-                d = out.get(q)
-                if d is None:
-                    d = out[q] = _empty_stats()
-                d["completed"] += completed
-                d["failed"] += failed
-                d["retried"] += retried
-                d["sum"] += dsum
-                d["count"] += dcount
-                if hist:
-                    d["hist"].update(hist)
-                last = _aware(last)
-                if last is not None and (d["last"] is None or last > d["last"]):
-                    d["last"] = last
+                row = {"completed": completed, "failed": failed, "retried": retried, "sum": dsum, "count": dcount,
+                       "hist": hist, "last": last}  # fmt: skip
+                add_stats(out.setdefault(q, empty_stats()), row)
     return out
 
 
 def _merge(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    total: dict[str, Any] = {"completed": 0, "failed": 0, "sum": 0, "count": 0, "hist": Counter()}
+    total = empty_stats()
     for d in stats.values():
-        for k in ("completed", "failed", "sum", "count"):
-            total[k] += d[k]
-        total["hist"].update(d["hist"])
+        add_stats(total, d)
     return total
 
 
@@ -126,7 +124,7 @@ async def worker_counts(store: Store) -> dict[str, dict[str, int]]:
     return out
 
 
-async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
+def samples_at_statement(when: datetime) -> Select[Any]:
     """The newest sample per queue taken at or before ``when`` (and at most 5 minutes before it)."""
     newest = (
         select(QueueSample.queue, func.max(QueueSample.ts).label("ts"))
@@ -134,9 +132,12 @@ async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
         .group_by(QueueSample.queue)
         .subquery()
     )
-    stmt = select(QueueSample).join(newest, and_(QueueSample.queue == newest.c.queue, QueueSample.ts == newest.c.ts))
+    return select(QueueSample).join(newest, and_(QueueSample.queue == newest.c.queue, QueueSample.ts == newest.c.ts))
+
+
+async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
     async with store.sessions() as s:
-        return {row.queue: row for row in (await s.execute(stmt)).scalars()}
+        return {row.queue: row for row in (await s.execute(samples_at_statement(when))).scalars()}
 
 
 async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:

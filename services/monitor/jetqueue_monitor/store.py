@@ -42,6 +42,23 @@ STATUS_OF = {
 }
 
 
+def empty_stats() -> dict[str, Any]:
+    """Totals of finished attempts: counts, duration sum/count, histogram (bucket -> n), newest finish."""
+    return {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None}
+
+
+def add_stats(into: dict[str, Any], d: dict[str, Any]) -> None:
+    """Add the totals ``d`` (shaped as :func:`empty_stats`) to ``into``."""
+    for k in ("completed", "failed", "retried", "sum", "count"):
+        into[k] += d[k]
+    hist = into["hist"]
+    for b, n in (d["hist"] or {}).items():
+        hist[b] = hist.get(b, 0) + n
+    last = _aware(d["last"])
+    if last is not None and (into["last"] is None or last > into["last"]):
+        into["last"] = last
+
+
 def ms_to_dt(ms: int | float | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
 
@@ -175,9 +192,7 @@ class Store:
                 continue
             ts = int(r["ts"])
             key = (str(r["queue"]), datetime.fromtimestamp((ts - ts % 60_000) / 1000, UTC))
-            d = deltas.setdefault(
-                key, {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None}
-            )
+            d = deltas.setdefault(key, empty_stats())
             d[{"completed": "completed", "failed": "failed", "retrying": "retried"}[kind]] += 1
             dur = r.get("duration_ms")
             if kind == "completed" and isinstance(dur, int | float):
@@ -191,44 +206,39 @@ class Store:
         if not deltas:
             return {}
         hours: dict[tuple[str, datetime], dict[str, Any]] = {}
-        totals: dict[str, dict[str, int]] = {}
         for (queue, minute), d in deltas.items():
-            await self._add_stat(s, JobStat, (queue, minute), d)
-            h = hours.setdefault(
-                (queue, minute.replace(minute=0)),
-                {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None},
-            )
-            for k in ("completed", "failed", "retried", "sum", "count"):
-                h[k] += d[k]
-            for b, n in d["hist"].items():
-                h["hist"][b] = h["hist"].get(b, 0) + n
-            if d["last"] is not None and (h["last"] is None or d["last"] > h["last"]):
-                h["last"] = d["last"]
+            add_stats(hours.setdefault((queue, minute.replace(minute=0)), empty_stats()), d)
+        for model, rows in ((JobStat, deltas), (JobStatHourly, hours)):
+            for key, d in rows.items():
+                await self._add_stat(s, model, key, d)
+        totals: dict[str, dict[str, int]] = {}
+        for (queue, _hour), h in hours.items():
             t = totals.setdefault(queue, {"completed": 0, "failed": 0})
-            t["completed"] += d["completed"]
-            t["failed"] += d["failed"]
-        for key, h in hours.items():
-            await self._add_stat(s, JobStatHourly, key, h)
+            t["completed"] += h["completed"]
+            t["failed"] += h["failed"]
         return totals
 
     @staticmethod
     async def _add_stat(s: AsyncSession, model: Any, key: tuple[str, datetime], d: dict[str, Any]) -> None:
+        """Add the totals ``d`` to the rollup row ``key`` of ``model`` (created when missing)."""
         row = await s.get(model, key)
         if row is None:
             row = model(queue=key[0], completed=0, failed=0, retried=0, duration_sum_ms=0, duration_count=0, hist={})
             setattr(row, "minute" if model is JobStat else "hour", key[1])
             s.add(row)
-        row.completed += d["completed"]
-        row.failed += d["failed"]
-        row.retried += d["retried"]
-        row.duration_sum_ms += d["sum"]
-        row.duration_count += d["count"]
-        hist = dict(row.hist or {})
-        for b, n in d["hist"].items():
-            hist[b] = hist.get(b, 0) + n
-        row.hist = hist
-        if d["last"] is not None and (row.last_finished_at is None or d["last"] > _aware(row.last_finished_at)):
-            row.last_finished_at = d["last"]
+        cur = {
+            "completed": row.completed,
+            "failed": row.failed,
+            "retried": row.retried,
+            "sum": row.duration_sum_ms,
+            "count": row.duration_count,
+            "hist": dict(row.hist or {}),
+            "last": _aware(row.last_finished_at),
+        }
+        add_stats(cur, d)
+        row.completed, row.failed, row.retried = cur["completed"], cur["failed"], cur["retried"]
+        row.duration_sum_ms, row.duration_count, row.hist = cur["sum"], cur["count"], cur["hist"]
+        row.last_finished_at = cur["last"]
 
     def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int], dict[str, Any]]) -> None:
         ts = int(r.get("ts") or 0)
