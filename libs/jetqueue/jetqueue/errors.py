@@ -25,6 +25,18 @@ class InvalidJob(JetqueueError):
     """The job or its options are invalid."""
 
 
+class PayloadTooLarge(InvalidJob):
+    """A job (or what would be derived from it) cannot fit the NATS server's max payload."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"job too large: {size} bytes; this NATS server takes jobs of at most {limit} bytes "
+            "(keep large payloads elsewhere, e.g. an object store, and pass a reference)"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class NatsUnavailable(JetqueueError):
     """NATS could not be reached or did not answer in time."""
 

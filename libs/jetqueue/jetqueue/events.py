@@ -33,6 +33,7 @@ class LifecycleRecord:
     attempt: int
     worker: str
     ts: int = field(default_factory=now_ms)
+    delivery: int | None = None  # the broker's delivery count of this attempt (> 1: a redelivery after a stall)
     attempts: int | None = None
     duration_ms: int | None = None
     error: str | None = None

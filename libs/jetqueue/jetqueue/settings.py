@@ -19,6 +19,16 @@ class CommonSettings(BaseSettings):
     nats_user: str | None = None
     nats_password: str | None = None
     nats_creds: str | None = Field(default=None, description="path of a NATS .creds file")
+    nats_tls_ca: str | None = Field(default=None, description="CA bundle (PEM) to verify the NATS server with")
+    nats_tls_cert: str | None = Field(default=None, description="client certificate (PEM) for mutual TLS")
+    nats_tls_key: str | None = Field(default=None, description="private key (PEM) of the client certificate")
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="JetStream replicas of every stream and bucket jetqueue creates (3 on a production cluster); "
+        "an existing stream with more replicas is never downgraded",
+    )
     catalog: str | None = Field(default=None, description="path of a catalog YAML; the packaged seed catalog if unset")
     connect_timeout_s: float = 5.0
     provision: bool = Field(default=True, description="create/update streams and consumers at start")
