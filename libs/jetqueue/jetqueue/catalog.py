@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -19,19 +20,38 @@ class BackoffType(StrEnum):
     FIXED = "fixed"
 
 
+DEFAULT_MAX_BACKOFF_MS = 6 * 3600 * 1000
+
+
 class Backoff(BaseModel):
-    """Delay before retry ``n`` (1-based): ``delay_ms * 2**(n-1)`` or ``delay_ms``."""
+    """Delay before retry ``n`` (1-based): ``delay_ms * 2**(n-1)`` (capped at ``max_delay_ms``) or ``delay_ms``.
+
+    ``jitter`` (0..1) takes up to that share off each delay at random, so jobs
+    that failed together (an outage) do not all retry in the same instant
+    (BullMQ's ``jitter`` option).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: BackoffType = BackoffType.EXPONENTIAL
     delay_ms: int = Field(default=1000, ge=0, le=86_400_000)
+    max_delay_ms: int = Field(default=DEFAULT_MAX_BACKOFF_MS, ge=0, le=7 * 86_400_000)
+    jitter: float = Field(default=0.0, ge=0.0, le=1.0)
 
-    def delay_for(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
+    def delay_for(self, retry: int, *, rand: float | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first retry).
+
+        ``rand`` (0..1) replaces the random draw of the jitter (tests).
+        """
         if self.type is BackoffType.FIXED:
-            return self.delay_ms / 1000
-        return float(self.delay_ms * (2 ** max(retry - 1, 0)) / 1000)
+            ms = float(self.delay_ms)
+        else:
+            # 2**n overflows any datetime after ~40 attempts: stop doubling once past the cap.
+            exponent = min(max(retry - 1, 0), 62)
+            ms = float(min(self.delay_ms * (2**exponent), max(self.max_delay_ms, self.delay_ms)))
+        if self.jitter:
+            ms -= ms * self.jitter * (random.random() if rand is None else rand)
+        return ms / 1000
 
 
 class QueueSpec(BaseModel):
@@ -54,7 +74,12 @@ class QueueSpec(BaseModel):
     max_stalled: int = Field(default=2, ge=0, le=50)
     max_age_s: int = Field(default=14 * 86400, ge=60)
     duplicate_window_s: int = Field(default=120, ge=1)
-    replicas: int = Field(default=1, ge=1, le=5)
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="stream replicas; default: the deployment's one setting (JETQUEUE_REPLICAS)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -98,13 +123,24 @@ class CronSpec(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class AlertSpec(BaseModel):
+    """Where a worker sends an admin alert when a job is dead-lettered (the seed's notification job)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: str
+    job_name: str = "admin-alert"
+    priority: int = Field(default=1, ge=1, le=1000)
+
+
 class Catalog(BaseModel):
-    """All queues and the start-up schedules."""
+    """All queues, the start-up schedules, and where dead-letter alerts go."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     queues: tuple[QueueSpec, ...]
     schedules: tuple[CronSpec, ...] = ()
+    alerts: AlertSpec | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Catalog:
@@ -116,6 +152,8 @@ class Catalog(BaseModel):
         for s in self.schedules:
             if s.queue not in seen:
                 raise ValueError(f"schedule {s.name!r} names unknown queue {s.queue!r}")
+        if self.alerts is not None and self.alerts.queue not in seen:
+            raise ValueError(f"alerts go to unknown queue {self.alerts.queue!r}")
         return self
 
     def get(self, name: str) -> QueueSpec:
@@ -134,7 +172,10 @@ class Catalog(BaseModel):
     def only(self, *queue_names: str) -> Catalog:
         """A catalog restricted to some queues (tests, single-queue workers)."""
         keep = [self.get(n) for n in queue_names]
-        return Catalog(queues=tuple(keep), schedules=tuple(s for s in self.schedules if s.queue in queue_names))
+        alerts = self.alerts if self.alerts is not None and self.alerts.queue in queue_names else None
+        return Catalog(
+            queues=tuple(keep), schedules=tuple(s for s in self.schedules if s.queue in queue_names), alerts=alerts
+        )
 
     def replace(self, name: str, **changes: Any) -> Catalog:
         """A copy with one queue's settings changed."""
@@ -142,7 +183,7 @@ class Catalog(BaseModel):
         qs = tuple(
             QueueSpec.model_validate({**q.model_dump(), **changes}) if q.name == name else q for q in self.queues
         )
-        return Catalog(queues=qs, schedules=self.schedules)
+        return Catalog(queues=qs, schedules=self.schedules, alerts=self.alerts)
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:

@@ -21,13 +21,12 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from jetqueue import names, telemetry
 from jetqueue.catalog import Backoff, Catalog, QueueSpec
-from jetqueue.errors import ConflictError, InvalidJob, JobNotFound, NatsUnavailable, ScheduleNotFound
+from jetqueue.errors import ConflictError, InvalidJob, JobNotFound, NatsUnavailable, PayloadTooLarge, ScheduleNotFound
 from jetqueue.job import (
     TERMINAL_STATUSES,
     EnqueueResult,
@@ -39,6 +38,7 @@ from jetqueue.job import (
     now_ms,
     validate_job_id,
 )
+from jetqueue.publisher import Message, Publisher, PubResult
 
 # Headers carried by job messages besides the JSON body.
 H_MSG_ID = "Nats-Msg-Id"
@@ -49,6 +49,11 @@ H_RUN_AT = "Jq-Run-At"  # ms epoch of a delayed job, for status without parsing 
 H_SCHEDULER = "Nats-Scheduler"  # set by the server on a message a schedule fired
 
 MAX_DELAY_DAYS = 365
+
+# Room a job leaves under the server's max payload for what a worker derives from
+# it: a retry or dead letter carries the errors of its attempts (10 x 1000
+# characters at most) and headers; lifecycle records truncate themselves.
+DERIVED_RESERVE = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -139,6 +144,7 @@ class JobClient:
         self.catalog = catalog
         self.timeout = timeout
         self.js: JetStreamContext = nc.jetstream(timeout=timeout)
+        self.publisher = Publisher(nc)
         self._kv: KeyValue | None = None
 
     # ----------------------------------------------------------------- enqueue
@@ -198,15 +204,27 @@ class JobClient:
         return spec, env, subject, headers, run_at
 
     @staticmethod
-    def _result(spec: QueueSpec, env: Envelope, ack: PubAck, run_at: int | None) -> EnqueueResult:
+    def _result(spec: QueueSpec, env: Envelope, ack: PubResult, run_at: int | None) -> EnqueueResult:
         return EnqueueResult(
             job_id=env.id,
             queue=spec.name,
             state=JobStatus.SCHEDULED if run_at is not None else JobStatus.WAITING,
-            duplicate=bool(ack.duplicate),
+            duplicate=ack.duplicate,
             seq=ack.seq,
             run_at=run_at,
         )
+
+    def prepare(self, req: JobRequest) -> Message:
+        """The message that enqueues ``req`` (validated and size-checked), for callers that publish it
+        together with other writes (a worker's alert settles with the failed job).
+
+        Raises:
+            UnknownQueue, InvalidJob, PayloadTooLarge.
+        """
+        _spec, env, subject, headers, _run_at = self._prepare(req)
+        body = env.to_bytes()
+        self._check_size(body)
+        return Message(subject, body, headers)
 
     async def enqueue(
         self,
@@ -226,7 +244,7 @@ class JobClient:
         """Publish one job; the same ``job_id`` within the duplicate window gives one job.
 
         Raises:
-            UnknownQueue, InvalidJob, NatsUnavailable.
+            UnknownQueue, InvalidJob, PayloadTooLarge, NatsUnavailable.
         """
         req = JobRequest(
             queue=queue,
@@ -247,50 +265,52 @@ class JobClient:
             f"{spec.name} publish", attributes={"messaging.system": "nats", "jetqueue.job_id": env.id}
         ):
             telemetry.inject(headers)
-            ack = await self._publish(subject, env.to_bytes(), headers)
+            body = env.to_bytes()
+            self._check_size(body)
+            (ack,) = await self._publish_all([Message(subject, body, headers)], "publish")
         return self._result(spec, env, ack, run_at)
 
     async def enqueue_many(self, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
-        """Publish many jobs with pipelined ``publish_async`` (one round trip wait in all).
+        """Publish many jobs at once, each confirmed by the server (PubAcks counted on one inbox).
 
         Every request is validated before anything is published, so a bad
         item rejects the whole batch and nothing is half-enqueued.
+
+        Raises:
+            UnknownQueue, InvalidJob, PayloadTooLarge: a request is invalid (nothing was published).
+            NatsUnavailable: some jobs were not confirmed in time (jobs confirmed later are still jobs;
+                their ids make a retry of the same request idempotent).
         """
         prepared = [self._prepare(r) for r in requests]
-        for _spec, env, _subject, _headers, _run_at in prepared:
-            self._check_size(env.to_bytes())
-        # publish_async futures have no deadline of their own: bound the wait, so
-        # an outage is a clear error (jobs confirmed later are still jobs; their
-        # ids make a retry of the same request idempotent).
-        with nats_errors("bulk publish"):
-            futures = [
-                await self.js.publish_async(subject, env.to_bytes(), headers=headers)
-                for (_spec, env, subject, headers, _run_at) in prepared
-            ]
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.timeout + len(futures) / 2000)
+        messages = []
+        for _spec, env, subject, headers, _run_at in prepared:
+            body = env.to_bytes()
+            self._check_size(body)
+            messages.append(Message(subject, body, headers))
+        acks = await self._publish_all(messages, "bulk publish")
         return [self._result(p[0], p[1], ack, p[4]) for p, ack in zip(prepared, acks, strict=True)]
 
-    def _check_size(self, body: bytes) -> None:
-        limit = self.nc.max_payload
-        if limit and len(body) > limit - 1024:  # leave room for the headers
-            raise InvalidJob(
-                f"job too large: {len(body)} bytes; the NATS server accepts at most {limit} bytes per message "
-                "(keep large payloads elsewhere and pass a reference)"
+    async def _publish_all(self, messages: list[Message], what: str) -> list[PubResult]:
+        with nats_errors(what):
+            acks = await self.publisher.publish(
+                messages, ack_timeout=self.timeout, deadline=self.timeout + len(messages) / 2000
             )
+        for ack in acks:
+            if ack.error:
+                if ack.code == 503:
+                    raise NatsUnavailable(f"NATS did not accept the job ({what}): {ack.error}")
+                raise InvalidJob(f"JetStream refused the job: {ack.error}")
+        return acks
 
-    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> PubAck:
-        self._check_size(body)
-        try:
-            return await self.js.publish(subject, body, headers=headers)
-        except (
-            nats.errors.TimeoutError,
-            nats.errors.ConnectionClosedError,
-            nats.errors.NoRespondersError,
-            nats.errors.OutboundBufferLimitError,
-        ) as exc:
-            raise NatsUnavailable(f"NATS did not confirm the publish: {str(exc) or type(exc).__name__}") from exc
-        except BadRequestError as exc:
-            raise InvalidJob(f"JetStream refused the job: {exc.description}") from exc
+    def max_job_bytes(self) -> int:
+        """The largest job body this server takes: its max payload, less room for what the worker
+        derives from a job (the errors of its attempts in a retry or a dead letter, headers)."""
+        return max(self.nc.max_payload - DERIVED_RESERVE, 0)
+
+    def _check_size(self, body: bytes) -> None:
+        limit = self.max_job_bytes()
+        if limit and len(body) > limit:
+            raise PayloadTooLarge(len(body), limit)
 
     # --------------------------------------------------------------- schedules
     async def schedule(
@@ -532,7 +552,7 @@ async def record_state(js: JetStreamContext, state: JobState, ttl_s: int, *, wai
     ``KeyValue.put`` cannot carry a TTL, so this publishes straight to the
     bucket's subject with a ``Nats-TTL`` header (server >= 2.11).
     """
-    subject = f"$KV.{names.JOBS_BUCKET}.{names.kv_key(state.id)}"
+    subject = names.state_subject(state.id)
     if wait:
         await js.publish(subject, state.to_bytes(), headers={"Nats-TTL": f"{int(ttl_s)}s"})
     else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -23,7 +25,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from jetqueue import artifacts, names
 from jetqueue.catalog import Catalog, QueueSpec
-from jetqueue.errors import NatsUnavailable, ServerTooOld
+from jetqueue.errors import JetqueueError, NatsUnavailable, ServerTooOld
 from jetqueue.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,36 @@ log = logging.getLogger(__name__)
 MIN_API_LEVEL = 4
 MIN_SERVER = "2.14"
 
+PING_INTERVAL_S = 10
+MAX_OUTSTANDING_PINGS = 3
 
-async def connect(settings: CommonSettings, *, name: str) -> NatsClient:
-    """Connect to NATS or raise NatsUnavailable with the URL in the message."""
+# JetStream error codes met while provisioning.
+ERR_STREAM_NAME_IN_USE = 10058  # a stream of that name exists with another configuration
+ERR_INSUFFICIENT_RESOURCES = 10023  # e.g. more replicas than JetStream servers
+ERR_REPLICAS_NOT_SUPPORTED = 10074  # replicas > 1 on a server that is not clustered
+
+
+def tls_context(settings: CommonSettings) -> ssl.SSLContext | None:
+    """An SSL context from the NATS TLS settings (CA, client certificate and key), or None when unset.
+
+    Raises:
+        JetqueueError: a file is missing or unreadable, or a key was given without its certificate.
+    """
+    if not (settings.nats_tls_ca or settings.nats_tls_cert or settings.nats_tls_key):
+        return None
+    if bool(settings.nats_tls_cert) != bool(settings.nats_tls_key):
+        raise JetqueueError("NATS TLS: give both a client certificate and its key (JETQUEUE_NATS_TLS_CERT/_KEY)")
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.nats_tls_ca)
+        if settings.nats_tls_cert and settings.nats_tls_key:
+            ctx.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise JetqueueError(f"NATS TLS settings unusable: {exc}") from exc
+    return ctx
+
+
+def connect_options(settings: CommonSettings, *, name: str) -> dict[str, Any]:
+    """Options every jetqueue connection uses (nats-py ``connect`` / FastStream ``NatsBroker`` keywords)."""
     opts: dict[str, Any] = {
         "servers": settings.servers(),
         "name": name,
@@ -44,9 +73,22 @@ async def connect(settings: CommonSettings, *, name: str) -> NatsClient:
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 1,
+        # A dead TCP path (a partition) is found by missed PONGs: after ~30 s here instead of
+        # nats-py's default 4 minutes, so the client reconnects and re-subscribes soon.
+        "ping_interval": PING_INTERVAL_S,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
     }
     if settings.nats_creds:
         opts["user_credentials"] = settings.nats_creds
+    tls = tls_context(settings)
+    if tls is not None:
+        opts["tls"] = tls
+    return opts
+
+
+async def connect(settings: CommonSettings, *, name: str) -> NatsClient:
+    """Connect to NATS or raise NatsUnavailable with the URL in the message."""
+    opts = connect_options(settings, name=name)
 
     async def _quiet(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -84,7 +126,7 @@ async def check_server(js: JetStreamContext) -> int:
     return level
 
 
-def job_stream_config(spec: QueueSpec) -> StreamConfig:
+def job_stream_config(spec: QueueSpec, replicas: int = 1) -> StreamConfig:
     """Stream of one queue: work-queue retention (an acked job is gone), schedules on."""
     return StreamConfig(
         name=spec.stream,
@@ -94,7 +136,7 @@ def job_stream_config(spec: QueueSpec) -> StreamConfig:
         storage=StorageType.FILE,
         max_age=float(spec.max_age_s),
         duplicate_window=float(min(spec.duplicate_window_s, spec.max_age_s)),
-        num_replicas=spec.replicas,
+        num_replicas=spec.replicas or replicas,
         allow_msg_schedules=True,
         allow_rollup_hdrs=True,
         allow_direct=True,
@@ -165,14 +207,43 @@ def shared_stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
+class ReplicasUnavailable(JetqueueError):
+    """More stream replicas were asked for than the NATS deployment has JetStream servers."""
+
+
 async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
+    """Create or update a stream; an existing stream keeps a higher replica count than asked (never downgraded)."""
     try:
-        await js.add_stream(cfg)
-    except BadRequestError as exc:
-        # 10058: stream name already in use with a different configuration.
-        if exc.err_code != 10058:
-            raise
+        info = await js.stream_info(cfg.name or "")
+    except NotFoundError:
+        info = None
+    try:
+        if info is None:
+            await js.add_stream(cfg)
+            return
+        have = info.config.num_replicas or 1
+        if (cfg.num_replicas or 1) < have:
+            log.info("stream %s keeps its %d replicas (asked for %s)", cfg.name, have, cfg.num_replicas)
+            cfg = replace(cfg, num_replicas=have)
         await js.update_stream(cfg)
+    except BadRequestError as exc:
+        if exc.err_code == ERR_STREAM_NAME_IN_USE:  # created by someone else meanwhile
+            await js.update_stream(cfg)
+            return
+        _check_placement(exc, cfg.name, cfg.num_replicas)
+        raise
+    except nats.js.errors.ServiceUnavailableError as exc:
+        _check_placement(exc, cfg.name, cfg.num_replicas)
+        raise
+
+
+def _check_placement(exc: nats.js.errors.APIError, name: str | None, replicas: int | None) -> None:
+    """Raise :class:`ReplicasUnavailable` when ``exc`` says the replicas cannot be placed."""
+    if exc.err_code in (ERR_INSUFFICIENT_RESOURCES, ERR_REPLICAS_NOT_SUPPORTED) and (replicas or 1) > 1:
+        raise ReplicasUnavailable(
+            f"cannot place stream {name} on {replicas} replicas: {exc.description}. JETQUEUE_REPLICAS "
+            "(chart: jetstream.replicas) must not exceed the JetStream servers of the NATS cluster (1 without one)"
+        ) from exc
 
 
 async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
@@ -181,9 +252,9 @@ async def _ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfi
     await js.add_consumer(stream, cfg)
 
 
-async def provision_queue(js: JetStreamContext, spec: QueueSpec) -> None:
+async def provision_queue(js: JetStreamContext, spec: QueueSpec, *, replicas: int = 1) -> None:
     """Create or update one queue's stream and its level consumers (idempotent)."""
-    await _ensure_stream(js, job_stream_config(spec))
+    await _ensure_stream(js, job_stream_config(spec, replicas))
     for level in range(spec.priority_levels):
         await _ensure_consumer(js, spec.stream, level_consumer_config(spec, level))
     await _ensure_consumer(
@@ -203,31 +274,56 @@ async def provision_shared(js: JetStreamContext, *, replicas: int = 1) -> None:
     for cfg in shared_stream_configs(replicas):
         await _ensure_stream(js, cfg)
     await ensure_jobs_bucket(js, replicas)
-    await artifacts.bucket(js, replicas=replicas)
+    try:
+        await artifacts.bucket(js, replicas=replicas)
+    except (BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
+        _check_placement(exc, names.object_store_stream(names.ARTIFACTS_BUCKET), replicas)
+        raise
+    await raise_replicas(js, names.object_store_stream(names.ARTIFACTS_BUCKET), replicas)
 
 
 async def provision(js: JetStreamContext, catalog: Catalog, *, replicas: int = 1) -> None:
     """Create or update every stream, consumer and bucket jetqueue needs."""
     await provision_shared(js, replicas=replicas)
     for spec in catalog.queues:
-        await provision_queue(js, spec)
+        await provision_queue(js, spec, replicas=replicas)
 
 
 async def ensure_jobs_bucket(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the job-state bucket, or raise an existing one's replicas to ``replicas`` (never lower them)."""
     longest = 30 * 86400
     try:
         await js.key_value(names.JOBS_BUCKET)
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=names.JOBS_BUCKET,
-                description="jetqueue job states (per-key TTL = queue retention)",
-                history=1,
-                ttl=float(longest),
-                replicas=replicas,
-                storage=StorageType.FILE,
+        try:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=names.JOBS_BUCKET,
+                    description="jetqueue job states (per-key TTL = queue retention)",
+                    history=1,
+                    ttl=float(longest),
+                    replicas=replicas,
+                    storage=StorageType.FILE,
+                )
             )
-        )
+        except (BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
+            _check_placement(exc, names.bucket_stream(names.JOBS_BUCKET), replicas)
+            raise
+        return
+    await raise_replicas(js, names.bucket_stream(names.JOBS_BUCKET), replicas)
+
+
+async def raise_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Give an existing stream (a bucket's, an object store's) ``replicas`` if it has fewer."""
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) >= replicas:
+        return
+    try:
+        await js.update_stream(replace(info.config, num_replicas=replicas))
+    except (BadRequestError, nats.js.errors.ServiceUnavailableError) as exc:
+        _check_placement(exc, stream, replicas)
+        raise
+    log.info("stream %s raised to %d replicas", stream, replicas)
 
 
 async def delete_queue(js: JetStreamContext, queue: str) -> None:
@@ -239,15 +335,19 @@ async def delete_queue(js: JetStreamContext, queue: str) -> None:
 
 
 async def connect_and_check(
-    settings: CommonSettings, *, name: str, catalog: Catalog | None = None, replicas: int = 1
+    settings: CommonSettings, *, name: str, catalog: Catalog | None = None
 ) -> tuple[NatsClient, JetStreamContext]:
-    """Connect, refuse an old server, and provision if asked (the start of every service)."""
+    """Connect, refuse an old server, and provision if asked (the start of every service).
+
+    Streams and buckets get ``settings.replicas`` (JETQUEUE_REPLICAS), the one
+    replica setting of a deployment.
+    """
     nc = await connect(settings, name=name)
     js = nc.jetstream()
     try:
         await check_server(js)
         if catalog is not None and settings.provision:
-            await provision(js, catalog, replicas=replicas)
+            await provision(js, catalog, replicas=settings.replicas)
     except BaseException:
         await nc.close()
         raise

@@ -140,6 +140,21 @@ def kv_key(job_id: str) -> str:
     return job_id
 
 
+def state_subject(job_id: str) -> str:
+    """Subject of a job's state in the ``jq-jobs`` bucket (a put with a per-message TTL)."""
+    return f"$KV.{JOBS_BUCKET}.{kv_key(job_id)}"
+
+
+def bucket_stream(bucket: str) -> str:
+    """Stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def object_store_stream(bucket: str) -> str:
+    """Stream behind an object store."""
+    return f"OBJ_{bucket}"
+
+
 ADVISORIES_STREAM = "JQ_ADVISORIES"
 MAX_DELIVERIES_ALL = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"
 

@@ -23,6 +23,15 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+def enabled() -> bool:
+    """Whether spans go anywhere: a configured SDK provider (``setup_tracing``), not the API's no-op.
+
+    The worker asks once at start and skips span and context work per job when nothing consumes it.
+    """
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
+
+
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Add ``traceparent``/``tracestate`` of the current span to NATS headers."""
     propagate.inject(headers)

@@ -199,7 +199,7 @@ async def _reconcile(
             conds.set(DEGRADED, True, "QueueOwnedElsewhere", msg)
             publish()
             return
-        done = await ensure_queue(js, queue, jq.stream, owner)
+        done = await ensure_queue(js, queue, jq.stream, owner, replicas=rt.settings.common.replicas)
         if done.changes():
             first = "stream" not in status
             _normal(

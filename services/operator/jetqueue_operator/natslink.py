@@ -43,7 +43,7 @@ class NatsLink:
             try:
                 js = nc.jetstream()
                 await check_server(js)
-                await provision_shared(js, replicas=self.settings.shared_stream_replicas)
+                await provision_shared(js, replicas=self.settings.common.replicas)
             except BaseException:
                 await nc.close()
                 raise

@@ -24,7 +24,8 @@ class _Model(BaseModel):
 
 class StreamSettings(_Model):
     storage: str = Field(default="file", pattern="^(file|memory)$")
-    replicas: int = Field(default=1, ge=1, le=5)
+    # Unset: the operator's JETQUEUE_REPLICAS, the one replica setting of a deployment.
+    replicas: int | None = Field(default=None, ge=1, le=5)
     max_age_seconds: int = Field(default=14 * 86400, ge=60, alias="maxAgeSeconds")
     max_bytes: int = Field(default=-1, ge=-1, alias="maxBytes")
     duplicate_window_seconds: int = Field(default=120, ge=1, alias="duplicateWindowSeconds")

@@ -28,7 +28,6 @@ class OperatorSettings(BaseSettings):
     )
     nats_creds_secret: str = Field(default="", description="Secret with a nats.creds file mounted into workers")
     worker_service_account: str = ""
-    shared_stream_replicas: int = Field(default=1, ge=1, le=5, description="replicas of DLQ/events/heartbeats")
     log_level: str = "INFO"
     common: CommonSettings = Field(default_factory=CommonSettings)
 

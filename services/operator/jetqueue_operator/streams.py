@@ -51,8 +51,9 @@ class Provisioned:
         return out
 
 
-def stream_config(queue: QueueSpec, stream: StreamSettings, owner: str) -> StreamConfig:
-    cfg = job_stream_config(queue)
+def stream_config(queue: QueueSpec, stream: StreamSettings, owner: str, replicas: int = 1) -> StreamConfig:
+    """The queue's stream; ``replicas`` (the deployment's one setting) unless the JobQueue names its own."""
+    cfg = job_stream_config(queue, replicas)
     return dataclasses.replace(
         cfg,
         storage=StorageType.MEMORY if stream.storage == "memory" else StorageType.FILE,
@@ -73,20 +74,25 @@ def _differs(have: object, want: object, fields: tuple[str, ...]) -> list[str]:
     return out
 
 
-async def ensure_queue(js: JetStreamContext, queue: QueueSpec, stream: StreamSettings, owner: str) -> Provisioned:
-    """Make the stream and level consumers match the spec.
+async def ensure_queue(
+    js: JetStreamContext, queue: QueueSpec, stream: StreamSettings, owner: str, *, replicas: int = 1
+) -> Provisioned:
+    """Make the stream and level consumers match the spec (a stream's replicas are never lowered).
 
     Raises:
         nats.js.errors.APIError: the server refused (e.g. a storage change); the message says why.
     """
     done = Provisioned()
-    want = stream_config(queue, stream, owner)
+    want = stream_config(queue, stream, owner, replicas)
     try:
         si = await js.stream_info(queue.stream)
     except NotFoundError:
         await js.add_stream(want)
         done.created_stream = True
     else:
+        if (si.config.num_replicas or 1) > (want.num_replicas or 1):
+            # Lowering replicas loses copies a cluster may be relying on; raise only.
+            want = dataclasses.replace(want, num_replicas=si.config.num_replicas)
         diff = _differs(si.config, want, _STREAM_FIELDS)
         if diff:
             # Keep server-added metadata (_nats.*) out of the comparison; send ours.

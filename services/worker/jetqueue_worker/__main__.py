@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    return 0
+    return int(app.jq["exit_code"])  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

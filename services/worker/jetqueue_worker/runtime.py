@@ -1,19 +1,28 @@
 """The worker runtime: pull jobs of one queue by priority, run them, settle them.
 
-Settling a job (see docs/architecture.md "The job path"):
+A delivery becomes a running job, the job an :class:`~jetqueue_worker.settle.Outcome`,
+and the outcome is settled (see docs/architecture.md "The job path"):
 
-* success: state ``completed`` into the jobs bucket (TTL = retention), a
-  ``completed`` record into the batch, ack;
+* success: state ``completed`` (TTL = retention) and a ``completed`` record, then ack;
 * failure with attempts left: the job is re-published as a broker schedule
   ``@at now+backoff`` with ``attempt+1`` (it holds no consumer slot while it
-  waits), state ``scheduled``, then ack;
+  waits), state ``scheduled``, a ``retrying`` record, then ack;
 * last failure: the job goes to the dead-letter stream with its errors, state
-  ``failed``, a notification job for the admins, then ``term``;
+  ``failed``, a ``failed`` record and an admin alert job (the catalog's
+  ``alerts``), then ``term``;
 * malformed message: dead-lettered with the reason, ``term``; never a crash.
+
+Every write of an outcome is confirmed by the server before the job is acked
+(settle.py), so a job's history is durable no later than its ack. A job
+redelivered after its worker died (or its ack was lost) is first looked up in
+the state bucket: if that delivery's attempt was already settled, it is acked
+again instead of run again.
 
 A lease (``+WPI``) is renewed for every held job, so a long job is not
 redelivered while its worker lives; a dead worker's job is redelivered after
-``ack_wait`` and counted as a stall, not an attempt.
+``ack_wait`` and counted as a stall, not an attempt. Pull requests end by
+deadline and are re-sent after any reconnect (puller.py), and a connection
+closed for good is fatal: the process exits so it is restarted.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,12 +48,13 @@ from opentelemetry import trace
 
 from jetqueue import artifacts, logs, names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
-from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient
+from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient, JobRequest
 from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
 from jetqueue.errors import InvalidJob, JetqueueError
-from jetqueue.events import EventBatcher, Heartbeat, LifecycleRecord
-from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms
+from jetqueue.events import Heartbeat, LifecycleRecord
+from jetqueue.job import TERMINAL_STATUSES, Envelope, EventType, JobState, JobStatus, now_ms
 from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
+from jetqueue.publisher import Message, Publisher
 from jetqueue_worker.metrics import (
     ERROR_EXCEPTION,
     ERROR_MALFORMED,
@@ -54,36 +65,53 @@ from jetqueue_worker.metrics import (
     ERROR_TIMEOUT,
     WorkerMetrics,
 )
-from jetqueue_worker.puller import Puller
+from jetqueue_worker.puller import Puller, PullRequest
+from jetqueue_worker.settle import ACK, NAK, TERM, Outcome, Settler
 
 log = logging.getLogger("jetqueue.worker")
 
-NOTIFY_QUEUE = "notification-send"
 MAX_ERROR_LEN = 4000
+# Room kept under the server's max payload for headers and the events batch around a record.
+HEADROOM = 8 * 1024
 
 
 def _rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def ack_meta(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, delivery count, pending) from a JetStream message's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``, or the
+    newer form with a domain and account hash before the stream and a token after.
+    """
+    t = reply.split(".")
+    o = 4 if len(t) == 9 else 6
+    return int(t[o + 1]), int(t[o]), int(t[o + 4])
+
+
 @dataclass(slots=True)
 class Held:
-    """A delivered job this worker holds (running or about to run)."""
+    """A delivered job this worker holds (waiting to start, running, or settling)."""
 
     msg: Msg
     level: int
+    seq: int
+    delivered: int
     job_id: str = ""
+    env: Envelope | None = None
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
     cancel_reason: str | None = None
     releasing: bool = False
+    timed_out: bool = False
+    settling: bool = False
     started_ms: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    files: list[dict[str, Any]] | None = None
     # progress throttle (Worker._progress): the newest unreported value and when it may be written
     progress: float | None = None
     progress_due: float = 0.0
     progress_timer: asyncio.TimerHandle | None = None
-    progress_task: asyncio.Future[None] | None = None
     progress_closed: bool = False
 
 
@@ -99,12 +127,14 @@ class Worker:
         *,
         worker_id: str | None = None,
         concurrency: int | None = None,
+        prefetch: int = 0,
         heartbeat_s: float = 10.0,
         idle_wait_s: float = 2.0,
         progress_interval_s: float = 0.25,
         grace_s: float = 30.0,
         metrics: WorkerMetrics | None = None,
         version: str = "0.1.0",
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -113,38 +143,56 @@ class Worker:
         self.registry = registry
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{queue}"
         self.concurrency = concurrency or self.spec.concurrency
+        self.prefetch = prefetch
         self.heartbeat_s = heartbeat_s
         self.idle_wait_s = idle_wait_s
         self.progress_interval_s = progress_interval_s
         self.grace_s = grace_s
         self.metrics = metrics or WorkerMetrics()
         self.version = version
+        self.on_fatal = on_fatal
         self.client = JobClient(nc, catalog)
-        self.events = EventBatcher(self.js, queue)
-        self.held: dict[int, Held] = {}  # by stream sequence
-        self.backlog: deque[Held] = deque()  # delivered beyond concurrency (long-polls on several levels)
+        self.publisher = Publisher(nc)
+        self.settler = Settler(
+            nc,
+            self.publisher,
+            names.events_subject(queue),
+            source=f"{self.worker_id}-{os.urandom(4).hex()}",
+            on_settled=self._settled,
+        )
+        self.held: dict[int, Held] = {}  # by stream sequence, until settled
+        self.ready: list[deque[Held]] = [deque() for _ in range(self.spec.priority_levels)]
+        self.running = 0
         self.processed = 0
         self.failed = 0
         self.started_at = now_ms()
+        self.fatal: str | None = None
         self._pullers: list[Puller] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._slot = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._gated = False  # deliveries of an idle long-poll wait until the levels above were asked
         self._running = False
         self._stopping = False
-        self._idle = asyncio.Event()
+        self._tick = time.monotonic()
+        self._reconnects = 0
         self._cancel_sub: Any = None
         self._advisory_sub: Any = None
-        self._naks: set[asyncio.Future[None]] = set()
+        self._tracing = False
+        limit = max(nc.max_payload - HEADROOM, 4096)
+        self.max_record_bytes = min(limit, self.settler.max_events_bytes - 1024)
+        self.max_state_bytes = limit
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, *, own_subscriptions: bool = True) -> None:
         """Start pulling. ``own_subscriptions=False`` when the app wires the cancel subscription."""
+        self._tracing = telemetry.enabled()
         for lvl in range(self.spec.priority_levels):
             p = Puller(
                 self.nc,
                 self.spec.stream,
                 names.level_consumer(self.spec.name, lvl),
                 functools.partial(self._on_msg, level=lvl),
+                level=lvl,
             )
             await p.start()
             self._pullers.append(p)
@@ -157,7 +205,6 @@ class Worker:
         self._advisory_sub = await self.js.pull_subscribe_bind(
             names.stalled_consumer(self.spec.name), names.ADVISORIES_STREAM
         )
-        self.events.start()
         q = self.spec.name
         self.metrics.concurrency.labels(q).set(self.concurrency)
         self.metrics.info.labels(q, self.worker_id, self.version).set(1)
@@ -167,11 +214,13 @@ class Worker:
         for reason in ERROR_REASONS:
             self.metrics.errors.labels(q, reason)
         self._running = True
+        self._reconnects = self.nc.stats["reconnects"]
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="jq-fetch"),
             asyncio.create_task(self._lease_loop(), name="jq-lease"),
             asyncio.create_task(self._heartbeat_loop(), name="jq-heartbeat"),
             asyncio.create_task(self._advisory_loop(), name="jq-advisories"),
+            asyncio.create_task(self._watchdog_loop(), name="jq-watchdog"),
         ]
         log.info("worker %s started on queue %s (concurrency %d)", self.worker_id, self.spec.name, self.concurrency)
 
@@ -182,16 +231,15 @@ class Worker:
         self._stopping = True
         self._running = False
         grace = self.grace_s if grace_s is None else grace_s
-        self._slot.set()
+        self._wake.set()
         for p in self._pullers:
             p.cancel_all()
         # Jobs delivered but not started go straight back.
-        while self.backlog:
-            h = self.backlog.popleft()
-            self.held.pop(h.msg.metadata.sequence.stream, None)
-            await h.msg.nak()
+        for level in self.ready:
+            while level:
+                self._release(level.popleft())
         await self._send_heartbeat(status="STOPPING")
-        running = [h.task for h in self.held.values() if h.task is not None]
+        running = [h.task for h in self.held.values() if h.task is not None and not h.task.done()]
         if running:
             log.info("waiting up to %.0fs for %d running job(s)", grace, len(running))
             _done, pending = await asyncio.wait(running, timeout=grace)
@@ -201,6 +249,8 @@ class Worker:
                     h.task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        if not await self.settler.drain(timeout=10):
+            log.warning("some outcomes were not confirmed before shutdown; those jobs will be redelivered")
         # Cancel until every loop has ended: asyncio.wait_for inside nats-py can
         # swallow a cancel that lands just as a reply arrives (Python 3.11).
         pending_tasks = {t for t in self._tasks if not t.done()}
@@ -217,96 +267,197 @@ class Worker:
             await self._advisory_sub.unsubscribe()
         except Exception:
             pass
-        await self.events.stop()
         await self._send_heartbeat(status="OFFLINE")
+        await self.publisher.stop()
         try:
             await self.nc.flush(timeout=5)
         except Exception:  # the connection may already be gone
             pass
         log.info("worker %s stopped", self.worker_id)
 
+    def health(self) -> tuple[bool, bool, dict[str, Any]]:
+        """(alive, ready, details): alive = able to work (restart it if not); ready = connected now."""
+        now = time.monotonic()
+        fetch_alive = bool(self._tasks) and not self._tasks[0].done()
+        stale = now - self._tick > max(30.0, 5 * (self.idle_wait_s + 1))
+        alive = self.fatal is None and not self.nc.is_closed and (self._stopping or (fetch_alive and not stale))
+        detail = {
+            "nats": "connected" if self.nc.is_connected else ("closed" if self.nc.is_closed else "reconnecting"),
+            "fetch_loop": "running" if fetch_alive and not stale else "stalled",
+            "running_jobs": self.running,
+            "settling": self.settler.backlog,
+            "fatal": self.fatal,
+        }
+        return alive, alive and self.nc.is_connected and not self._stopping, detail
+
+    def _die(self, reason: str) -> None:
+        if self.fatal is None:
+            self.fatal = reason
+            log.critical("worker cannot go on: %s; exiting so it is restarted", reason)
+            if self.on_fatal is not None:
+                self.on_fatal(reason)
+
     # -------------------------------------------------------------- fetching
-    @property
-    def free(self) -> int:
-        return self.concurrency - len(self.held)
+    def _room(self) -> int:
+        """How many more jobs to ask for: free slots (plus prefetch), none while outcomes pile up unconfirmed."""
+        if self.settler.backlog > 4 * self.concurrency + 1000:
+            return 0  # the server is not confirming writes (an election, a full disk): stop taking work
+        waiting = sum(len(r) for r in self.ready)
+        return self.concurrency + self.prefetch - self.running - waiting
 
     def _on_msg(self, msg: Msg, level: int) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq in self.held:  # a redelivery of something we already hold
+        if not msg.reply:
             return
-        h = Held(msg=msg, level=level)
+        try:
+            seq, delivered, pending = ack_meta(msg.reply)
+        except (ValueError, IndexError):
+            log.warning("message without JetStream metadata on %s ignored", msg.subject)
+            return
+        self._pullers[level].pending = pending
+        h = self.held.get(seq)
+        if h is not None:
+            # Redelivered while we still hold it (a lease renewal was lost): answer the newest delivery.
+            h.msg, h.delivered = msg, delivered
+            return
+        h = Held(msg=msg, level=level, seq=seq, delivered=delivered)
         self.held[seq] = h
         if not self._running:
-            nak = asyncio.ensure_future(msg.nak())  # arrived during shutdown: hand it back
-            self._naks.add(nak)
-            nak.add_done_callback(self._naks.discard)
-            self.held.pop(seq, None)
+            self._release(h)  # arrived during shutdown: hand it back
             return
-        running = sum(1 for x in self.held.values() if x.task is not None)
-        if running < self.concurrency:
-            self._start(h)
-        else:
-            self.backlog.append(h)
+        self.ready[level].append(h)
+        self._dispatch()
 
-    def _start(self, h: Held) -> None:
-        h.task = asyncio.create_task(self._run(h))
+    def _dispatch(self) -> None:
+        """Start held jobs, most urgent level first, while slots are free."""
+        if self._gated or not self._running:
+            return
+        while self.running < self.concurrency:
+            for level in self.ready:
+                if level:
+                    h = level.popleft()
+                    break
+            else:
+                return
+            self.running += 1
+            h.task = asyncio.create_task(self._run(h))
 
-    def _done(self, h: Held) -> None:
-        h.progress_closed = True  # also when the job was released or cancelled mid-run
-        self._cancel_progress_timer(h)
-        self.held.pop(h.msg.metadata.sequence.stream, None)
-        if self.backlog and self._running:
-            self._start(self.backlog.popleft())
-        self._slot.set()
+    def _release(self, h: Held) -> None:
+        """Hand a job back to the server (shutdown): nothing to write, a NAK redelivers it now."""
+        h.settling = True
+        self.settler.settle(Outcome(h.msg, NAK, seq=h.seq))
+
+    def _settled(self, outcome: Outcome) -> None:
+        self.held.pop(outcome.seq, None)  # acked (or handed back): the job leaves this worker
 
     async def _fetch_loop(self) -> None:
+        while self._running:
+            self._tick = time.monotonic()
+            try:
+                await self._fetch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetch loop error; going on in 1s")
+                await asyncio.sleep(1)
+
+    async def _fetch_once(self) -> None:
+        for p in self._pullers:
+            p.expire()
+        if not self.nc.is_connected:
+            # A pull request written now would reach a server that no longer knows it.
+            await self._wait(None, 0.2)
+            return
+        want = self._room()
+        if self._gated:
+            await self._probe_above_ready(want)
+            return
+        if want <= 0:
+            await self._wait(None, self.idle_wait_s)
+            return
+        # Most urgent level first; a lower level is asked only for what the ones above
+        # did not fill. A level with an open long-poll is asked too: the server serves
+        # the long-poll first, so whatever waits there arrives before this request ends.
+        got = 0
+        for p in self._pullers:
+            if want <= 0 or not self._running:
+                break
+            req = p.pull(min(want, 512), no_wait=True)
+            n = await self._finished(req)
+            got += n
+            want -= n
+        self._gated = False
+        self._dispatch()
+        if got or not self._running:
+            return
+        # Idle: long-poll every level at once; whichever gets a job wakes us, and the next
+        # pass asks the levels above it before anything starts (most urgent first).
+        opened = [p.pull(1, expires=self.idle_wait_s) for p in self._pullers if p.open_requests == 0]
+        self._gated = True
+        await self._wait(opened, self.idle_wait_s + 1)
+
+    async def _probe_above_ready(self, want: int) -> None:
+        """After an idle long-poll delivered: ask every level above the most urgent job held, then start.
+
+        Without this, whichever level's long-poll answered first would win (a
+        low-priority job started before an urgent one right after a resume).
+        """
+        top = next((i for i, r in enumerate(self.ready) if r), len(self.ready))
+        for p in self._pullers[:top]:
+            if not self._running:
+                break
+            n = await self._finished(p.pull(max(want, 1), no_wait=True))
+            want -= n
+        self._gated = False
+        self._dispatch()
+
+    async def _finished(self, req: PullRequest) -> int:
+        timeout = max(req.deadline - time.monotonic(), 0.0)
         try:
-            while self._running:
-                if self.free <= 0:
-                    self._slot.clear()
-                    await self._slot.wait()
-                    continue
-                got = 0
-                # Most urgent level first; a level is only asked when the ones
-                # above it had nothing, so priority holds whenever a backlog exists.
-                for p in self._pullers:
-                    if self.free <= 0:
-                        break
-                    if p.busy:  # an idle long-poll is open: it delivers whatever arrives there
-                        continue
-                    fut = p.pull(self.free, no_wait=True)
-                    try:
-                        got = await asyncio.wait_for(asyncio.shield(fut), timeout=2.0)
-                    except TimeoutError:
-                        p.cancel_all()
-                        got = 0
-                    if got:
-                        break
-                if got or not self._running:
-                    continue
-                # Idle: long-poll every level at once; whichever gets a job wakes us.
-                futs = [p.pull(1, expires=self.idle_wait_s) for p in self._pullers]
-                await asyncio.wait(futs, timeout=self.idle_wait_s + 1, return_when=asyncio.FIRST_COMPLETED)
-                for p in self._pullers:
-                    if p.busy and not any(f.done() for f in futs):
-                        p.cancel_all()  # the server let it expire without telling us
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("fetch loop crashed; restarting in 1s")
-            await asyncio.sleep(1)
-            if self._running:
-                self._tasks.append(asyncio.create_task(self._fetch_loop()))
+            return await asyncio.wait_for(asyncio.shield(req.done), timeout)
+        except TimeoutError:
+            req.finish()  # the server never answered: the request counts as ended
+            return req.received
+
+    async def _wait(self, requests: list[PullRequest] | None, timeout: float) -> None:
+        """Sleep until a request ends, a slot frees (``_wake``), or ``timeout``."""
+        self._wake.clear()
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+        for p in self._pullers:  # any open request ending (a long-poll delivering) wakes us
+            waiters.update(p.open_futures())
+        if requests:
+            waiters.update(r.done for r in requests)
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                if isinstance(w, asyncio.Task):
+                    w.cancel()
 
     async def _lease_loop(self) -> None:
         interval = max(self.spec.ack_wait_s / 3, 0.3)
         while not self._stopping:
             await asyncio.sleep(interval)
+            if not self.nc.is_connected:
+                continue
             for h in list(self.held.values()):
                 try:
-                    await h.msg.in_progress()
+                    await self.nc.publish(h.msg.reply, b"+WPI")
                 except Exception as exc:
                     log.warning("lease renewal failed: %s", exc)
+                    break
+
+    async def _watchdog_loop(self) -> None:
+        """Exit when the connection is closed for good; wake the fetch loop after a reconnect."""
+        while not self._stopping:
+            await asyncio.sleep(1)
+            if self.nc.is_closed and not self._stopping:
+                self._die("the NATS connection was closed and will not reconnect")
+                return
+            reconnects = self.nc.stats["reconnects"]
+            if reconnects != self._reconnects:
+                self._reconnects = reconnects
+                log.warning("reconnected to NATS; pull requests are sent again")
+                self._wake.set()
 
     async def _advisory_loop(self) -> None:
         """Dead-letter jobs that hit max_deliver; the advisories wait in a stream until a worker takes them."""
@@ -339,7 +490,7 @@ class Worker:
             pid=os.getpid(),
             version=self.version,
             started_at=self.started_at,
-            active_jobs=sum(1 for h in self.held.values() if h.task),
+            active_jobs=self.running,
             processed_jobs=self.processed,
             failed_jobs=self.failed,
             concurrency=self.concurrency,
@@ -350,20 +501,27 @@ class Worker:
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 
-    # --------------------------------------------------------------- running
-    def _record(self, type_: EventType, env: Envelope, **kw: Any) -> None:
-        self.events.add(
-            LifecycleRecord(
-                type=type_,
-                job_id=env.id,
-                queue=env.queue,
-                name=env.name,
-                attempt=env.attempt,
-                attempts=env.attempts,
-                worker=self.worker_id,
-                **kw,
-            )
+    # ------------------------------------------------------- records, states
+    def _record(self, type_: EventType, env: Envelope, **kw: Any) -> bytes:
+        rec = LifecycleRecord(
+            type=type_,
+            job_id=env.id,
+            queue=env.queue,
+            name=env.name,
+            attempt=env.attempt,
+            attempts=env.attempts,
+            worker=self.worker_id,
+            **kw,
         )
+        raw = _encode(rec.to_dict())
+        if len(raw) > self.max_record_bytes:
+            d = rec.to_dict()
+            for key in ("data", "result"):
+                if key in d:
+                    d[key] = truncated(d[key], 1000)
+            d["error"] = _clip(d.get("error"), 1000)
+            raw = _encode({k: v for k, v in d.items() if v is not None})
+        return raw
 
     def _state(self, env: Envelope, state: JobStatus, **kw: Any) -> JobState:
         return JobState(
@@ -380,53 +538,87 @@ class Worker:
             **kw,
         )
 
-    async def _write_state(self, st: JobState, ttl: int) -> None:
-        """Publish a job's state without waiting for the server's ack.
+    def _state_message(self, st: JobState, ttl: int) -> Message:
+        raw = st.to_bytes()
+        if len(raw) > self.max_state_bytes:
+            st.result = truncated(st.result, 2000)
+            st.error = _clip(st.error, MAX_ERROR_LEN)
+            st.errors = [e[:1000] for e in st.errors[-10:]]
+            raw = st.to_bytes()
+        return Message(names.state_subject(st.id), raw, {"Nats-TTL": f"{int(ttl)}s"})
 
-        The publish is written to the connection before the caller acks the
-        job, so a status read never falls between the two.
-        """
-        subject = f"$KV.{names.JOBS_BUCKET}.{names.kv_key(st.id)}"
-        ack = await self.js.publish_async(subject, st.to_bytes(), headers={"Nats-TTL": f"{int(ttl)}s"})
-        ack.add_done_callback(_log_failure)
-
+    # --------------------------------------------------------------- running
     async def _run(self, h: Held) -> None:
-        msg = h.msg
-        meta = msg.metadata
+        outcome: Outcome | None = None
         try:
-            try:
-                _q, kind, _lvl, token = names.parse_job_subject(msg.subject)
-                job_id = token if kind == "job" else f"cron-{token}-{meta.sequence.stream}"
-                env = Envelope.from_bytes(msg.data, self.spec, job_id=job_id)
-            except (InvalidJob, ValueError) as exc:
-                await self._dead_letter_malformed(msg, str(exc))
-                return
-            h.job_id = env.id
-            with logs.job_context(job_id=env.id, queue=env.queue, attempt=env.attempt, worker=self.worker_id):
-                await self._begin(h, env, meta.num_delivered)
+            outcome = await self._attempt(h)
         except asyncio.CancelledError:
-            if h.releasing:
-                await _quiet(msg.nak())
-            raise
+            if not h.releasing:
+                raise
         except Exception:
-            log.exception("settling job %s failed; it will be redelivered after ack_wait", h.job_id)
+            log.exception("running job %s failed; it will be redelivered after ack_wait", h.job_id or h.seq)
         finally:
-            self._done(h)
+            self.running -= 1
+            self._close_progress(h)
+            if outcome is None and h.releasing:
+                outcome = Outcome(h.msg, NAK, seq=h.seq)
+            if outcome is not None:
+                h.settling = True
+                self.settler.settle(outcome)
+            else:
+                self.held.pop(h.seq, None)  # not acked: redelivered after ack_wait
+            self._dispatch()
+            self._wake.set()
 
-    async def _begin(self, h: Held, env: Envelope, num_delivered: int) -> None:
-        if num_delivered > 1:
-            self.metrics.stalled.labels(self.spec.name).inc()
-            self._record(
-                EventType.STALLED,
-                env,
-                error=f"redelivered (delivery {num_delivered}) after a worker lost its lease",
-            )
-            log.warning("job redelivered (delivery %d) after a worker lost its lease", num_delivered)
-        await self._execute(h, env)
-
-    async def _execute(self, h: Held, env: Envelope) -> None:
+    async def _attempt(self, h: Held) -> Outcome:
         msg = h.msg
-        fn = self.registry.resolve(self.spec.name, env.name)
+        try:
+            _q, kind, _lvl, token = names.parse_job_subject(msg.subject)
+            job_id = token if kind == "job" else f"cron-{token}-{h.seq}"
+            env = Envelope.from_bytes(msg.data, self.spec, job_id=job_id)
+        except (InvalidJob, ValueError) as exc:
+            return self._malformed(msg, h.seq, str(exc))
+        h.job_id = env.id
+        h.env = env
+        with logs.job_context(job_id=env.id, queue=env.queue, attempt=env.attempt, worker=self.worker_id):
+            if h.delivered > 1:
+                settled = await self._already_settled(env)
+                if settled is not None:
+                    log.info("redelivered job was already settled (%s); acking it again", settled.state.value)
+                    ends = settled.state in (JobStatus.FAILED, JobStatus.CANCELLED)
+                    return Outcome(msg, TERM if ends else ACK, seq=h.seq)
+                self.metrics.stalled.labels(self.spec.name).inc()
+                self.settler.record(
+                    self._record(
+                        EventType.STALLED,
+                        env,
+                        delivery=h.delivered,
+                        data=env.data,
+                        user_id=env.user_id,
+                        enqueued_at=env.enqueued_at,
+                        error=f"redelivered (delivery {h.delivered}) after a worker lost its lease",
+                    )
+                )
+                log.warning("job redelivered (delivery %d) after a worker lost its lease", h.delivered)
+            return await self._execute(h, env)
+
+    async def _already_settled(self, env: Envelope) -> JobState | None:
+        """The state of this very attempt if a worker already settled it (its ack was lost, or it died
+        right after its writes were confirmed); None when it must run."""
+        try:
+            raw = await self.js.get_last_msg(names.bucket_stream(names.JOBS_BUCKET), names.state_subject(env.id))
+            st = JobState.from_bytes(raw.data or b"")
+        except NotFoundError:
+            return None
+        except Exception as exc:  # NATS busy or the record unreadable: run it (at least once)
+            log.warning("could not read the state of a redelivered job (%s); running it", exc)
+            return None
+        done = st.state in TERMINAL_STATUSES or st.state is JobStatus.SCHEDULED
+        if done and st.attempt == env.attempt and st.enqueued_at == env.enqueued_at:
+            return st
+        return None
+
+    def _context(self, h: Held, env: Envelope) -> JobContext:
         ctx = JobContext(
             job_id=env.id,
             queue=env.queue,
@@ -442,113 +634,280 @@ class Worker:
 
         async def attach(name: str, data: bytes, content_type: str) -> None:
             art = await artifacts.put(self.js, env.id, name, data, content_type)
-            files = h.extra.setdefault("artifacts", [])
-            files[:] = [f for f in files if f["name"] != name] + [art.to_dict()]
+            files = h.files if h.files is not None else []
+            h.files = [f for f in files if f["name"] != name] + [art.to_dict()]
 
         ctx._attach_cb = attach
-        h.ctx = ctx
+        return ctx
+
+    async def _execute(self, h: Held, env: Envelope) -> Outcome:
+        fn = self.registry.resolve(self.spec.name, env.name)
+        h.ctx = ctx = self._context(h, env)
         started = now_ms()
         h.started_ms = started
         h.progress_due = time.monotonic() + self.progress_interval_s
-        scheduled_for = int((msg.headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
+        headers = h.msg.headers
+        scheduled_for = int((headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
         self.metrics.wait.labels(self.spec.name).observe(max(started - scheduled_for, 0) / 1000)
-        first = env.attempt == 1 and msg.metadata.num_delivered == 1
-        self._record(
-            EventType.STARTED,
-            env,
-            data=env.data if first else None,
-            user_id=env.user_id,
-            enqueued_at=env.enqueued_at if first else None,
+        first = env.attempt == 1 and h.delivered == 1
+        self.settler.record(
+            self._record(
+                EventType.STARTED,
+                env,
+                delivery=h.delivered,
+                data=env.data if first else None,
+                user_id=env.user_id,
+                enqueued_at=env.enqueued_at if first else None,
+            )
         )
         gauge = self.metrics.in_flight.labels(self.spec.name)
         gauge.inc()
-        timeout = env.timeout_ms / 1000 if env.timeout_ms else None
-        error: BaseException | None = None
-        reason = ERROR_EXCEPTION
-        result: Any = None
-        span_ctx = telemetry.extract(msg.headers)
-        with telemetry.tracer().start_as_current_span(
-            f"{self.spec.name} process",
-            context=span_ctx,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={"jetqueue.job_id": env.id, "jetqueue.attempt": env.attempt, "messaging.system": "nats"},
-        ) as span:
-            sc = span.get_span_context()
-            if sc.is_valid:
-                logs.bind(trace_id=format(sc.trace_id, "032x"))
-            try:
-                if fn is None:
-                    raise PermanentError(f"no processor registered for job {env.name!r} on queue {self.spec.name}")
-                result = await asyncio.wait_for(fn(ctx), timeout) if timeout else await fn(ctx)
-                json.dumps(result, default=str)
-            except asyncio.CancelledError:
-                if h.releasing or h.cancel_reason is None:
-                    gauge.dec()
-                    raise
-                error = JobCancelled(h.cancel_reason)
-            except TimeoutError:
-                error = TimeoutError(f"timed out after {env.timeout_ms} ms")
-                reason = ERROR_TIMEOUT
-            except Exception as exc:
-                error = exc
-                if fn is None:
-                    reason = ERROR_NO_PROCESSOR
-                elif isinstance(exc, PermanentError):
-                    reason = ERROR_PERMANENT
-                else:
-                    reason = ERROR_EXCEPTION
-            if error is not None:
-                span.set_status(trace.StatusCode.ERROR, str(error))
-                if not isinstance(error, JobCancelled):
-                    self.metrics.errors.labels(self.spec.name, reason).inc()
-        gauge.dec()
-        await self._close_progress(h)
+        timer = None
+        if env.timeout_ms:
+            timer = asyncio.get_running_loop().call_later(env.timeout_ms / 1000, self._time_out, h)
+        try:
+            if self._tracing:
+                with telemetry.tracer().start_as_current_span(
+                    f"{self.spec.name} process",
+                    context=telemetry.extract(headers),
+                    kind=trace.SpanKind.CONSUMER,
+                    attributes={"jetqueue.job_id": env.id, "jetqueue.attempt": env.attempt, "messaging.system": "nats"},
+                ) as span:
+                    sc = span.get_span_context()
+                    if sc.is_valid:
+                        logs.bind(trace_id=format(sc.trace_id, "032x"))
+                    result, error, reason = await self._call(h, fn, ctx)
+                    if error is not None:
+                        span.set_status(trace.StatusCode.ERROR, str(error))
+            else:
+                result, error, reason = await self._call(h, fn, ctx)
+        finally:
+            gauge.dec()
+            if timer is not None:
+                timer.cancel()
+        self._close_progress(h)
         duration = now_ms() - started
-        labels = (self.spec.name, env.name)
-        self.metrics.duration.labels(*labels).observe(duration / 1000)
+        self.metrics.duration.labels(self.spec.name, env.name).observe(duration / 1000)
         if error is None:
-            self.processed += 1
-            self.metrics.completed.labels(*labels).inc()
-            await self._write_state(
-                self._state(
-                    env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started, finished_at=now_ms()
-                ),
-                self.spec.retention_s,
-            )
-            log.debug("job completed in %d ms", duration)
-            self._record(
-                EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.extra.get("artifacts")
-            )
-            await msg.ack()
-            return
+            return self._completed(h, env, result, started, duration)
         if isinstance(error, JobCancelled):
-            self.metrics.cancelled.labels(self.spec.name).inc()
-            await self._write_state(
-                self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started, finished_at=now_ms()),
-                self.spec.failed_retention_s,
-            )
-            self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))
-            await msg.term()
-            return
+            return self._cancelled(h, env, error, started, duration)
+        self.metrics.errors.labels(self.spec.name, reason).inc()
         text = _error_text(error)
         # The envelope carries the errors to the next attempt and the DLQ: keep it bounded.
         env.errors = [*env.errors, text[:1000]][-10:]
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
-            await self._schedule_retry(h, env, text, duration, started)
-        else:
-            await self._dead_letter(
-                msg,
-                env,
-                text,
-                type(error).__name__,
-                "failed",
-                seq=msg.metadata.sequence.stream,
-                duration=duration,
-                started=started,
-                files=h.extra.get("artifacts"),
-            )
-            await msg.term()
+            return self._retry(h, env, text, duration, started)
+        return self._dead_letter(
+            h.msg,
+            env,
+            text,
+            type(error).__name__,
+            "failed",
+            seq=h.seq,
+            duration=duration,
+            started=started,
+            files=h.files,
+        )
 
+    async def _call(self, h: Held, fn: Any, ctx: JobContext) -> tuple[Any, BaseException | None, str]:
+        """Run the processor: (result, error, error reason)."""
+        try:
+            if h.cancel_reason is not None:  # cancelled before it started
+                raise JobCancelled(h.cancel_reason)
+            if fn is None:
+                raise PermanentError(f"no processor registered for job {ctx.name!r} on queue {self.spec.name}")
+            result = await fn(ctx)
+            json.dumps(result, default=str)
+            return result, None, ""
+        except asyncio.CancelledError:
+            if h.releasing or (not h.timed_out and h.cancel_reason is None):
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this cancel was ours (timeout or cancel request): the job goes on to settle
+            if h.timed_out:
+                timeout_ms = h.env.timeout_ms if h.env else None
+                return None, TimeoutError(f"timed out after {timeout_ms} ms"), ERROR_TIMEOUT
+            return None, JobCancelled(h.cancel_reason or "cancelled"), ""
+        except Exception as exc:
+            if fn is None:
+                return None, exc, ERROR_NO_PROCESSOR
+            return None, exc, ERROR_PERMANENT if isinstance(exc, PermanentError) else ERROR_EXCEPTION
+
+    def _time_out(self, h: Held) -> None:
+        if h.task is not None and not h.task.done():
+            h.timed_out = True
+            h.task.cancel()
+
+    def _completed(self, h: Held, env: Envelope, result: Any, started: int, duration: int) -> Outcome:
+        self.processed += 1
+        self.metrics.completed.labels(self.spec.name, env.name).inc()
+        st = self._state(env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started)
+        st.finished_at = now_ms()
+        return Outcome(
+            h.msg,
+            ACK,
+            [self._state_message(st, self.spec.retention_s)],
+            [self._record(EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.files)],
+            h.seq,
+        )
+
+    def _cancelled(self, h: Held, env: Envelope, error: JobCancelled, started: int, duration: int) -> Outcome:
+        self.metrics.cancelled.labels(self.spec.name).inc()
+        st = self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started, finished_at=now_ms())
+        return Outcome(
+            h.msg,
+            TERM,
+            [self._state_message(st, self.spec.failed_retention_s)],
+            [self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))],
+            h.seq,
+        )
+
+    def _retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> Outcome:
+        failed_attempt = env.attempt
+        delay_ms = int(env.backoff.delay_for(failed_attempt) * 1000)
+        run_at = now_ms() + delay_ms
+        record = self._record(
+            EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=h.files
+        )  # attempt = the one that failed
+        st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
+        env.attempt += 1
+        headers = {
+            H_MSG_ID: f"{env.id}:a{env.attempt}",
+            H_SCHEDULE: "@at " + _rfc3339(run_at),
+            H_SCHEDULE_TARGET: names.job_subject(env.queue, h.level, env.id),
+            H_RUN_AT: str(run_at),
+        }
+        for k in ("traceparent", "tracestate"):
+            if h.msg.headers and k in h.msg.headers:
+                headers[k] = h.msg.headers[k]
+        log.warning(
+            "job attempt %d of %d failed (%s); retry in %.1fs", failed_attempt, env.attempts, text, delay_ms / 1000
+        )
+        self.metrics.retried.labels(env.queue, env.name).inc()
+        st.errors = list(env.errors)
+        return Outcome(
+            h.msg,
+            ACK,
+            [
+                Message(names.sched_subject(env.queue, env.id), env.to_bytes(), headers),
+                self._state_message(st, self.spec.failed_retention_s),
+            ],
+            [record],
+            h.seq,
+        )
+
+    def _dead_letter(
+        self,
+        msg: Msg | None,
+        env: Envelope,
+        text: str,
+        error_type: str,
+        reason: str,
+        *,
+        seq: int,
+        duration: int | None = None,
+        started: int | None = None,
+        files: list[dict[str, Any]] | None = None,
+    ) -> Outcome:
+        headers = {
+            H_REASON: reason,
+            H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
+            H_FAILED_AT: str(now_ms()),
+            # keyed by the job message's sequence: a redelivery of the same
+            # message cannot dead-letter twice, a requeued job can again
+            H_MSG_ID: f"{env.id}:dlq:{seq}",
+        }
+        if msg is not None:
+            headers[H_ORIGINAL_SUBJECT] = msg.subject
+        body = env.to_bytes()
+        if len(body) > self.max_state_bytes:  # a job published by a foreign client past the SDK's limit
+            env.data = truncated(env.data, 2000)
+            body = env.to_bytes()
+        log.error("job dead-lettered (%s) after attempt %d of %d: %s", reason, env.attempt, env.attempts, text)
+        self.failed += 1
+        self.metrics.failed.labels(env.queue, env.name).inc()
+        st = self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms())
+        messages = [
+            Message(names.dlq_subject(env.queue, env.id), body, headers),
+            self._state_message(st, self.spec.failed_retention_s),
+        ]
+        alert = self._alert(env, text, reason)
+        if alert is not None:
+            messages.append(alert)
+        record = self._record(
+            EventType.FAILED,
+            env,
+            duration_ms=duration,
+            error=text,
+            error_type=error_type,
+            data=env.data,
+            artifacts=files,
+        )
+        return Outcome(msg if msg is not None else _NO_MSG, TERM, messages, [record], seq)
+
+    def _alert(self, env: Envelope, text: str, reason: str) -> Message | None:
+        """The admin alert job of a dead-lettered job (the catalog's ``alerts``), or None."""
+        alerts = self.catalog.alerts
+        if alerts is None or (env.queue == alerts.queue and env.name == alerts.job_name):
+            return None  # never alert about a failed alert (no loop)
+        try:
+            return self.client.prepare(
+                JobRequest(
+                    queue=alerts.queue,
+                    name=alerts.job_name,
+                    data={
+                        "type": "JOB_FAILED",
+                        "severity": "HIGH",
+                        "audience": "admins",
+                        "title": f"Job Failed: {env.name}",
+                        "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
+                        "details": {
+                            "job_id": env.id,
+                            "queue": env.queue,
+                            "error": text[:500],
+                            "data": truncated(env.data, 2000),
+                        },
+                    },
+                    job_id=f"dlq-alert-{env.queue}-{env.id}"[:128],
+                    priority=alerts.priority,
+                )
+            )
+        except JetqueueError as exc:
+            log.error("admin alert for job %s cannot be built: %s", env.id, exc)
+            return None
+
+    def _malformed(self, msg: Msg, seq: int, reason: str) -> Outcome:
+        self.metrics.malformed.labels(self.spec.name).inc()
+        self.metrics.errors.labels(self.spec.name, ERROR_MALFORMED).inc()
+        headers = {
+            H_REASON: "malformed",
+            H_ERROR: reason[:1000].replace("\n", " "),
+            H_FAILED_AT: str(now_ms()),
+            H_ORIGINAL_SUBJECT: msg.subject,
+            H_MSG_ID: f"malformed:{self.spec.name}:{seq}",
+        }
+        token = f"malformed-{seq}"
+        record = _encode(
+            LifecycleRecord(
+                type=EventType.FAILED,
+                job_id=token,
+                queue=self.spec.name,
+                name="(malformed)",
+                attempt=1,
+                worker=self.worker_id,
+                error=f"malformed message: {reason[:1000]}",
+                error_type="InvalidJob",
+            ).to_dict()
+        )
+        log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
+        data = msg.data or b""
+        if len(data) > self.max_state_bytes:
+            data = data[: self.max_state_bytes]
+        return Outcome(msg, TERM, [Message(names.dlq_subject(self.spec.name, token), data, headers)], [record], seq)
+
+    # ----------------------------------------------------------------- progress
     async def _progress(self, h: Held, env: Envelope, value: float) -> None:
         """Report progress at most every ``progress_interval_s``, the newest value included.
 
@@ -572,19 +931,22 @@ class Worker:
         if value is None or h.progress_closed:
             return
         h.progress_due = time.monotonic() + self.progress_interval_s
-        self._record(EventType.PROGRESS, env, progress=value)
+        self.settler.record(self._record(EventType.PROGRESS, env, progress=value))
+        st = self._state_message(
+            self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms), self.spec.failed_retention_s
+        )
         try:
-            await self._write_state(
-                self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
-                self.spec.failed_retention_s,
-            )
-        except Exception as exc:  # NATS reconnecting: the next report or the final state catches up
+            # Fire and forget: a lost progress write is caught up by the next one or the final
+            # state, and a retried one must never land after the final state.
+            await self.nc.publish(st.subject, st.payload, headers=st.headers)
+        except Exception as exc:  # NATS reconnecting
             log.warning("progress state write failed: %s", exc)
 
     def _progress_timer_fired(self, h: Held, env: Envelope) -> None:
         h.progress_timer = None
         if not h.progress_closed:
-            h.progress_task = asyncio.ensure_future(self._flush_progress(h, env))
+            fut = asyncio.ensure_future(self._flush_progress(h, env))
+            fut.add_done_callback(_log_failure)
 
     @staticmethod
     def _cancel_progress_timer(h: Held) -> None:
@@ -592,143 +954,10 @@ class Worker:
             h.progress_timer.cancel()
             h.progress_timer = None
 
-    async def _close_progress(self, h: Held) -> None:
-        """The processor returned: no progress write may follow, or overtake, the job's final state."""
+    def _close_progress(self, h: Held) -> None:
+        """The processor returned: no progress write may follow the job's final state."""
         h.progress_closed = True
         self._cancel_progress_timer(h)
-        task, h.progress_task = h.progress_task, None
-        if task is not None and not task.done():
-            await asyncio.wait({task})
-
-    async def _schedule_retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> None:
-        retry_no = env.attempt  # first retry after attempt 1
-        delay_ms = int(env.backoff.delay_for(retry_no) * 1000)
-        run_at = now_ms() + delay_ms
-        failed_attempt = env.attempt
-        env.attempt += 1
-        target = names.job_subject(env.queue, h.level, env.id)
-        headers = {
-            H_MSG_ID: f"{env.id}:a{env.attempt}",
-            H_SCHEDULE: "@at " + _rfc3339(run_at),
-            H_SCHEDULE_TARGET: target,
-            H_RUN_AT: str(run_at),
-        }
-        for k in ("traceparent", "tracestate"):
-            if h.msg.headers and k in h.msg.headers:
-                headers[k] = h.msg.headers[k]
-        await self.js.publish(names.sched_subject(env.queue, env.id), env.to_bytes(), headers=headers)
-        log.warning(
-            "job attempt %d of %d failed (%s); retry in %.1fs", failed_attempt, env.attempts, text, delay_ms / 1000
-        )
-        self.metrics.retried.labels(env.queue, env.name).inc()
-        st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
-        st.attempt = failed_attempt
-        await self._write_state(st, self.spec.failed_retention_s)
-        self.events.add(
-            LifecycleRecord(
-                type=EventType.RETRYING,
-                job_id=env.id,
-                queue=env.queue,
-                name=env.name,
-                attempt=failed_attempt,
-                attempts=env.attempts,
-                worker=self.worker_id,
-                duration_ms=duration,
-                error=text,
-                artifacts=h.extra.get("artifacts"),
-            )
-        )
-        await h.msg.ack()
-
-    async def _dead_letter(
-        self,
-        msg: Msg | None,
-        env: Envelope,
-        text: str,
-        error_type: str,
-        reason: str,
-        *,
-        seq: int,
-        duration: int | None = None,
-        started: int | None = None,
-        files: list[dict[str, Any]] | None = None,
-    ) -> None:
-        headers = {
-            H_REASON: reason,
-            H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
-            H_FAILED_AT: str(now_ms()),
-            # keyed by the job message's sequence: a redelivery of the same
-            # message cannot dead-letter twice, a requeued job can again
-            H_MSG_ID: f"{env.id}:dlq:{seq}",
-        }
-        if msg is not None:
-            headers[H_ORIGINAL_SUBJECT] = msg.subject
-        await self.js.publish(names.dlq_subject(env.queue, env.id), env.to_bytes(), headers=headers)
-        log.error("job dead-lettered (%s) after attempt %d of %d: %s", reason, env.attempt, env.attempts, text)
-        self.failed += 1
-        self.metrics.failed.labels(env.queue, env.name).inc()
-        await self._write_state(
-            self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms()),
-            self.spec.failed_retention_s,
-        )
-        self._record(
-            EventType.FAILED,
-            env,
-            duration_ms=duration,
-            error=text,
-            error_type=error_type,
-            data=env.data,
-            artifacts=files,
-        )
-        await self._notify_admins(env, text, reason)
-
-    async def _notify_admins(self, env: Envelope, text: str, reason: str) -> None:
-        if NOTIFY_QUEUE not in self.catalog or (env.queue == NOTIFY_QUEUE and env.name == "admin-alert"):
-            return  # never alert about a failed alert (no loop)
-        try:
-            await self.client.enqueue(
-                NOTIFY_QUEUE,
-                "admin-alert",
-                {
-                    "type": "JOB_FAILED",
-                    "severity": "HIGH",
-                    "audience": "admins",
-                    "title": f"Job Failed: {env.name}",
-                    "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
-                    "details": {"job_id": env.id, "queue": env.queue, "error": text[:500], "data": env.data},
-                },
-                job_id=f"dlq-alert-{env.queue}-{env.id}"[:128],
-                priority=1,
-            )
-        except JetqueueError as exc:
-            log.error("admin notification for job %s failed: %s", env.id, exc)
-
-    async def _dead_letter_malformed(self, msg: Msg, reason: str) -> None:
-        self.metrics.malformed.labels(self.spec.name).inc()
-        self.metrics.errors.labels(self.spec.name, ERROR_MALFORMED).inc()
-        seq = msg.metadata.sequence.stream
-        headers = {
-            H_REASON: "malformed",
-            H_ERROR: reason[:1000].replace("\n", " "),
-            H_FAILED_AT: str(now_ms()),
-            H_ORIGINAL_SUBJECT: msg.subject,
-        }
-        token = f"malformed-{seq}"
-        await self.js.publish(names.dlq_subject(self.spec.name, token), msg.data or b"", headers=headers)
-        self.events.add(
-            LifecycleRecord(
-                type=EventType.FAILED,
-                job_id=token,
-                queue=self.spec.name,
-                name="(malformed)",
-                attempt=1,
-                worker=self.worker_id,
-                error=f"malformed message: {reason}",
-                error_type="InvalidJob",
-            )
-        )
-        log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
-        await msg.term()
 
     # ------------------------------------------------------- control inputs
     async def on_cancel(self, raw: bytes) -> None:
@@ -738,12 +967,14 @@ class Worker:
         except (ValueError, KeyError, TypeError):
             return
         for h in list(self.held.values()):
+            if h.settling:
+                continue
             if h.job_id == job_id or (not h.job_id and h.msg.subject.endswith("." + job_id)):
                 h.cancel_reason = str(body.get("reason") or "cancelled")
-                if h.ctx is not None:
+                if h.ctx is not None:  # running: stop the processor (a job not started yet ends at its start)
                     h.ctx.cancelled.set()
-                if h.task is not None:
-                    h.task.cancel()
+                    if h.task is not None:
+                        h.task.cancel()
 
     async def on_max_deliveries(self, raw: bytes) -> None:
         """A job whose workers kept dying hit max_deliver: dead-letter it (one worker handles each advisory)."""
@@ -768,13 +999,45 @@ class Worker:
         )
         env.errors.append(text)
         self.metrics.errors.labels(self.spec.name, ERROR_STALLED).inc()
-        await self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
+        outcome = self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
+        for rec in outcome.records:
+            self.settler.record(rec)
+        await self.publisher.publish(outcome.messages, deadline=30)
         await self.js.delete_msg(self.spec.stream, seq)
+
+
+class _NoMsg:
+    """Stands in for the message of an outcome that has nothing to ack (an advisory's dead letter)."""
+
+    reply = ""
+    subject = ""
+    headers = None
+
+
+_NO_MSG: Any = _NoMsg()
+
+
+def _encode(d: dict[str, Any]) -> bytes:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def truncated(value: Any, keep: int) -> Any:
+    """``value`` if its JSON is at most ``keep`` characters, else a marker with its size and a preview."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= keep:
+        return value
+    return {"_truncated": True, "bytes": len(text.encode()), "preview": text[:keep]}
+
+
+def _clip(text: str | None, keep: int) -> str | None:
+    if text is None or len(text) <= keep:
+        return text
+    return text[:keep] + f"… [truncated, {len(text)} characters]"
 
 
 def _error_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return text[:MAX_ERROR_LEN]
+    return _clip(text, MAX_ERROR_LEN) or ""
 
 
 def _log_failure(fut: asyncio.Future[Any]) -> None:
@@ -782,7 +1045,7 @@ def _log_failure(fut: asyncio.Future[Any]) -> None:
         return
     exc = fut.exception()
     if exc is not None:
-        log.warning("state write failed: %s", exc)
+        log.warning("progress write failed: %s", exc)
 
 
 async def _quiet(coro: Any) -> None:

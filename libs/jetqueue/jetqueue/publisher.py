@@ -1,0 +1,221 @@
+"""JetStream publishes confirmed on one shared inbox: a counter per batch, no future per message.
+
+nats-py's ``publish_async`` costs a future, a NUID, a token and a semaphore per
+message, and its futures never time out: a PubAck lost in a reconnect leaks a
+semaphore slot for good, until publishing blocks forever. Here every message of
+a batch is a core publish whose reply subject is ``<inbox>.<n>``; one wildcard
+subscription counts the PubAcks, and a batch ends when all arrived. Messages
+left unconfirmed when the deadline passes are published again (their
+``Nats-Msg-Id``, where they carry one, makes that safe), after the connection
+is back, until the caller's overall deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+log = logging.getLogger(__name__)
+
+# JetStream errors that end in success if asked again: a stream or its leader is
+# moving (cluster election, a node restarting) or the server is overloaded.
+_TRANSIENT_CODES = frozenset({10008, 10023, 10074, 10077})  # JS not available, cluster not avail., insufficient res.
+
+
+@dataclass(slots=True)
+class Message:
+    """One message to publish into a stream."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class PubResult:
+    """What the server answered for one message (``error`` set when it was refused)."""
+
+    seq: int = 0
+    duplicate: bool = False
+    error: str | None = None
+    code: int = 0
+
+
+class _Batch:
+    __slots__ = ("done", "outstanding", "replies")
+
+    def __init__(self, n: int) -> None:
+        self.replies: list[bytes | None] = [None] * n
+        self.outstanding = n
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+_NO_RESPONDERS = b"\x00no-responders"
+
+
+class Publisher:
+    """Publishes batches of messages and waits for their PubAcks on one subscription."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self._prefix = ""
+        self._sub: Subscription | None = None
+        self._next = 0
+        self._waiting: dict[str, tuple[_Batch, int]] = {}
+        self._starting: asyncio.Lock | None = None
+
+    async def _ensure_started(self) -> None:
+        if self._sub is not None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._sub is None:
+                self._prefix = self.nc.new_inbox()
+                self._sub = await self.nc.subscribe(
+                    self._prefix + ".*", cb=self._on_reply, pending_msgs_limit=-1, pending_bytes_limit=-1
+                )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # the connection may be gone already
+                pass
+            self._sub = None
+        for batch, _i in self._waiting.values():
+            if not batch.done.done():
+                batch.done.set_result(None)
+        self._waiting.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent whose PubAck has not arrived."""
+        return len(self._waiting)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if entry is None:
+            return  # the answer to a message given up on, or published again since
+        batch, i = entry
+        data = msg.data
+        if not data and msg.headers and msg.headers.get("Status") == "503":
+            data = _NO_RESPONDERS
+        batch.replies[i] = data
+        batch.outstanding -= 1
+        if batch.outstanding == 0 and not batch.done.done():
+            batch.done.set_result(None)
+
+    async def _send(self, batch: _Batch, messages: Sequence[Message], indices: Sequence[int]) -> None:
+        nc = self.nc
+        limit = nc.max_payload
+        for i in indices:
+            m = messages[i]
+            if len(m.payload) > limit:
+                # Never hand the server an oversized message: it would close the connection for good.
+                batch.replies[i] = (
+                    b'{"error":{"code":413,"err_code":0,"description":"message larger than max payload"}}'
+                )
+                batch.outstanding -= 1
+                continue
+            self._next += 1
+            token = str(self._next)
+            self._waiting[token] = (batch, i)
+            await nc.publish(m.subject, m.payload, reply=f"{self._prefix}.{token}", headers=m.headers)
+        if batch.outstanding == 0 and not batch.done.done():
+            batch.done.set_result(None)
+
+    async def publish(
+        self, messages: Sequence[Message], *, ack_timeout: float = 5.0, deadline: float | None = None
+    ) -> list[PubResult]:
+        """Publish ``messages`` and return the server's answer for each, in order.
+
+        A message without an answer after ``ack_timeout`` (or refused with a
+        transient error) is published again, once the connection is back, until
+        ``deadline`` (seconds from now; None: until it is confirmed or refused).
+
+        Raises:
+            NatsUnavailable: some messages were not confirmed before the deadline.
+        """
+        from jetqueue.errors import NatsUnavailable
+
+        await self._ensure_started()
+        end = None if deadline is None else time.monotonic() + deadline
+        batch = _Batch(len(messages))
+        todo: list[int] = list(range(len(messages)))
+        results: list[PubResult | None] = [None] * len(messages)
+        delay = 0.1
+        while True:
+            if todo:
+                batch.outstanding = len(todo)
+                batch.done = asyncio.get_running_loop().create_future()
+                try:
+                    await self._send(batch, messages, todo)
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+                    log.debug("publish interrupted (%s)", exc)
+                except nats.errors.OutboundBufferLimitError:
+                    log.debug("publish buffer full while reconnecting")
+                timeout = ack_timeout if end is None else max(min(ack_timeout, end - time.monotonic()), 0.0)
+                try:
+                    await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+                except TimeoutError:
+                    pass
+            todo = []
+            for i, raw in enumerate(batch.replies):
+                if results[i] is not None:
+                    continue
+                res = _parse(raw) if raw is not None else None
+                if res is None or (res.error and _transient(res)):
+                    todo.append(i)
+                    batch.replies[i] = None
+                else:
+                    results[i] = res
+            self._forget(batch)
+            if not todo:
+                return [r for r in results if r is not None]
+            if end is not None and time.monotonic() >= end:
+                raise NatsUnavailable(f"NATS did not confirm {len(todo)} of {len(messages)} messages in time")
+            await self._wait_connected(end)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _forget(self, batch: _Batch) -> None:
+        stale = [t for t, (b, _i) in self._waiting.items() if b is batch]
+        for t in stale:
+            del self._waiting[t]
+
+    async def _wait_connected(self, end: float | None) -> None:
+        from jetqueue.errors import NatsUnavailable
+
+        while not self.nc.is_connected:
+            if self.nc.is_closed:
+                raise NatsUnavailable("the NATS connection is closed")
+            if end is not None and time.monotonic() >= end:
+                return
+            await asyncio.sleep(0.1)
+
+
+def _parse(raw: bytes) -> PubResult:
+    if raw is _NO_RESPONDERS:
+        return PubResult(error="no responders: the stream is missing or has no leader", code=503)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return PubResult(error=f"unreadable PubAck: {raw[:80]!r}")
+    err = body.get("error")
+    if err:
+        return PubResult(error=str(err.get("description", err)), code=int(err.get("err_code") or err.get("code") or 0))
+    return PubResult(seq=int(body.get("seq", 0)), duplicate=bool(body.get("duplicate", False)))
+
+
+def _transient(res: PubResult) -> bool:
+    return res.code in _TRANSIENT_CODES or res.code == 503
