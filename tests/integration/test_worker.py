@@ -441,3 +441,39 @@ async def test_long_job_keeps_its_lease(client: JobClient, make_worker: Any, cat
     r = await client.enqueue(Q, "x", {})
     await eventually(lambda: state_is(client, r.job_id, JobStatus.COMPLETED), timeout=10)
     assert runs == [1]  # ack_wait 1 s, job 3.5 s: renewed, never redelivered
+
+
+async def test_most_urgent_first_right_after_a_resume(
+    client: JobClient, make_worker: Any, nc: NatsClient, catalog: Catalog
+) -> None:
+    """With work on several levels at the moment a paused queue resumes, the urgent job starts first.
+
+    Each round pauses an idle worker's queue, enqueues a priority-10 job, five normal ones and then
+    an urgent one, and resumes at a different point of the worker's idle long-poll cycle. Before
+    the fix, whichever level's long-poll answered first won (the priority-10 job ran first in
+    about half the rounds).
+    """
+    q = "cleanup-old-data"  # concurrency 1, three priority levels
+    order: list[str] = []
+    reg = ProcessorRegistry()
+
+    async def proc(ctx: JobContext) -> None:
+        order.append(ctx.data["tag"])
+
+    reg.register(q, proc)
+    ctl = Controller(nc, catalog)
+    await make_worker(reg, queue=q, idle_wait_s=0.5)
+    wrong = []
+    for round_no in range(6):
+        order.clear()
+        await ctl.pause(q, actor="test")
+        await client.enqueue(q, "x", {"tag": "low"}, priority=10)
+        for i in range(5):
+            await client.enqueue(q, "x", {"tag": f"normal{i}"})
+        await client.enqueue(q, "x", {"tag": "urgent"}, priority=1)
+        await asyncio.sleep(0.6 + round_no * 0.17)  # land the resume at another point of the idle cycle
+        await ctl.resume(q, actor="test")
+        await eventually(lambda: _ready(len(order) == 7), what="the round's 7 jobs")
+        if order[0] != "urgent" or order[-1] != "low":
+            wrong.append(list(order))
+    assert not wrong, f"rounds where the urgent job did not start first or the low one did not run last: {wrong}"

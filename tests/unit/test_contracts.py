@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from jetqueue import names
 from jetqueue.catalog import Backoff, load_catalog
@@ -81,6 +83,33 @@ def test_backoff_delays() -> None:
     exp = Backoff(type="exponential", delay_ms=1000)
     assert [exp.delay_for(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]  # seed: retry after 1s, 2s, 4s
     assert [Backoff(type="fixed", delay_ms=500).delay_for(n) for n in (1, 2, 3)] == [0.5, 0.5, 0.5]
+
+
+def test_backoff_is_capped_so_many_attempts_never_overflow_a_date() -> None:
+    """Past the cap the delay stops doubling: attempt 60 of a 1 s backoff waits 6 h, not 18 billion years
+    (which raised ValueError when the retry's run time was turned into a date)."""
+    from jetqueue.catalog import DEFAULT_MAX_BACKOFF_MS
+    from jetqueue.job import now_ms
+    from jetqueue_worker.runtime import _rfc3339
+
+    exp = Backoff(type="exponential", delay_ms=1000)
+    assert exp.delay_for(14) == 8192.0  # still doubling below the cap
+    for retry in (40, 60, 100, 10_000):
+        delay = exp.delay_for(retry)
+        assert delay == DEFAULT_MAX_BACKOFF_MS / 1000
+        assert _rfc3339(now_ms() + int(delay * 1000)).startswith(str(datetime.now(UTC).year))
+    assert Backoff(delay_ms=1000, max_delay_ms=10_000).delay_for(9) == 10.0
+    # a base delay above the cap is kept as the floor (the cap never shortens the first wait)
+    assert Backoff(delay_ms=60_000, max_delay_ms=1000).delay_for(1) == 60.0
+
+
+def test_backoff_jitter_takes_up_to_its_share_off_the_delay() -> None:
+    b = Backoff(delay_ms=1000, jitter=0.5)
+    assert b.delay_for(3, rand=0.0) == 4.0 and b.delay_for(3, rand=1.0) == 2.0
+    draws = {b.delay_for(3) for _ in range(50)}
+    assert len(draws) > 1 and all(2.0 <= d <= 4.0 for d in draws)
+    with pytest.raises(ValidationError):
+        Backoff(delay_ms=1000, jitter=1.5)
 
 
 def test_priority_maps_to_levels() -> None:

@@ -171,6 +171,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._gated = False  # deliveries of an idle long-poll wait until the levels above were asked
+        self._asking: int | None = None  # the level a pull request is out to
         self._running = False
         self._stopping = False
         self._tick = time.monotonic()
@@ -331,8 +332,13 @@ class Worker:
         """Start held jobs, most urgent level first, while slots are free."""
         if self._gated or not self._running:
             return
+        # Jobs below a level that has work left (as its last delivery or answer said), or that is
+        # being asked right now, wait: what that level brings runs first.
+        limit = len(self.ready) if self._asking is None else self._asking + 1
+        limit = next((p.level + 1 for p in self._pullers[:limit] if p.pending), limit)
+        levels = self.ready[:limit]
         while self.running < self.concurrency:
-            for level in self.ready:
+            for level in levels:
                 if level:
                     h = level.popleft()
                     break
@@ -372,7 +378,11 @@ class Worker:
             await self._probe_above_ready(want)
             return
         if want <= 0:
-            await self._wait(None, self.idle_wait_s)
+            displaced = self._displaced()
+            if displaced is None:
+                await self._wait(None, self.idle_wait_s)
+            else:
+                await self._ask(displaced[0], displaced[1])
             return
         # Most urgent level first; a lower level is asked only for what the ones above
         # did not fill. A level with an open long-poll is asked too: the server serves
@@ -381,8 +391,7 @@ class Worker:
         for p in self._pullers:
             if want <= 0 or not self._running:
                 break
-            req = p.pull(min(want, 512), no_wait=True)
-            n = await self._finished(req)
+            n = await self._ask(p, min(want, 512))
             got += n
             want -= n
         self._gated = False
@@ -395,6 +404,18 @@ class Worker:
         self._gated = True
         await self._wait(opened, self.idle_wait_s + 1)
 
+    def _displaced(self) -> tuple[Puller, int] | None:
+        """A level with work left (as its last delivery said) above jobs held waiting at lower levels,
+        and how many to ask it for: those jobs were pulled when it looked empty (idle long-polls on
+        every level), and must not run ahead of it."""
+        below = 0
+        plan = None
+        for p, ready in zip(reversed(self._pullers), reversed(self.ready), strict=True):
+            if below and p.pending:
+                plan = (p, min(below, p.pending, 512))
+            below += len(ready)
+        return plan
+
     async def _probe_above_ready(self, want: int) -> None:
         """After an idle long-poll delivered: ask every level above the most urgent job held, then start.
 
@@ -405,10 +426,18 @@ class Worker:
         for p in self._pullers[:top]:
             if not self._running:
                 break
-            n = await self._finished(p.pull(max(want, 1), no_wait=True))
-            want -= n
+            want -= await self._ask(p, max(want, 1))
         self._gated = False
         self._dispatch()
+
+    async def _ask(self, p: Puller, batch: int) -> int:
+        """Pull what one level has now (no wait); jobs of lower levels are not started meanwhile."""
+        self._asking = p.level
+        try:
+            return await self._finished(p.pull(batch, no_wait=True))
+        finally:
+            self._asking = None
+            self._dispatch()
 
     async def _finished(self, req: PullRequest) -> int:
         timeout = max(req.deadline - time.monotonic(), 0.0)
