@@ -315,7 +315,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (default: free)")
     run.add_argument("--data-dir", default=".jetqueue", help="where the embedded server and SQLite keep data")
     run.add_argument("--queues", default=None, help="comma-separated queues to run workers for (default all)")
-    run.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = until Ctrl-C)")
+    run.add_argument(
+        "--duration", type=float, default=0, help="stop this many seconds after the banner (0 = until Ctrl-C)"
+    )
+    run.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60,
+        help="give up (exit 1, naming the service) if the services do not all answer within this many seconds",
+    )
 
     p = sub.add_parser("asyncapi", help="print the AsyncAPI document of every subject")
     p.set_defaults(fn=None)
