@@ -27,6 +27,9 @@ class OperatorSettings(BaseSettings):
         default="jetqueue-nats", description="Secret with JETQUEUE_NATS_URL (and user/password) for workers"
     )
     nats_creds_secret: str = Field(default="", description="Secret with a nats.creds file mounted into workers")
+    nats_tls_secret: str = Field(
+        default="", description="Secret with ca.crt, tls.crt and tls.key mounted into workers for NATS TLS"
+    )
     worker_service_account: str = ""
     log_level: str = "INFO"
     common: CommonSettings = Field(default_factory=CommonSettings)

@@ -15,6 +15,7 @@ from jetqueue_operator.settings import OperatorSettings
 CATALOG_DIR = "/etc/jetqueue"
 CATALOG_FILE = "catalog.yaml"
 METRICS_PORT = 9090
+TLS_DIR = "/etc/jetqueue-nats-tls"
 HASH_ANNOTATION = "jetqueue.io/template-hash"
 QUEUE_LABEL = "jetqueue.io/queue"
 JOBQUEUE_LABEL = "jetqueue.io/jobqueue"
@@ -68,6 +69,12 @@ def _env(spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> li
         env.append({"name": "JETQUEUE_WORKER_PROCESSOR", "value": spec.worker.processor})
     if settings.nats_creds_secret:
         env.append({"name": "JETQUEUE_NATS_CREDS", "value": "/etc/jetqueue-nats/nats.creds"})
+    if settings.nats_tls_secret:
+        env += [
+            {"name": "JETQUEUE_NATS_TLS_CA", "value": f"{TLS_DIR}/ca.crt"},
+            {"name": "JETQUEUE_NATS_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
+            {"name": "JETQUEUE_NATS_TLS_KEY", "value": f"{TLS_DIR}/tls.key"},
+        ]
     known = {e["name"] for e in spec.worker.env}
     return [e for e in env if e["name"] not in known] + [dict(e) for e in spec.worker.env]
 
@@ -85,6 +92,9 @@ def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: 
     if settings.nats_creds_secret:
         volumes.append({"name": "nats-creds", "secret": {"secretName": settings.nats_creds_secret}})
         mounts.append({"name": "nats-creds", "mountPath": "/etc/jetqueue-nats", "readOnly": True})
+    if settings.nats_tls_secret:  # a cert-manager style Secret: ca.crt, tls.crt, tls.key
+        volumes.append({"name": "nats-tls", "secret": {"secretName": settings.nats_tls_secret}})
+        mounts.append({"name": "nats-tls", "mountPath": TLS_DIR, "readOnly": True})
     # Quantities may be written as numbers (cpu: 1); the API wants strings.
     resources = {k: {n: str(q) for n, q in (v or {}).items()} for k, v in spec.worker.resources.items()} or {
         "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -97,12 +107,19 @@ def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: 
         "env": _env(spec, queue, settings),
         "envFrom": [{"secretRef": {"name": settings.worker_env_secret}}],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
-        "livenessProbe": {
-            "httpGet": {"path": "/metrics", "port": "metrics"},
-            "periodSeconds": 10,
-            "failureThreshold": 6,
+        # /health fails when the worker can no longer work (its NATS connection closed for good,
+        # its fetch loop stuck): restart it. /ready also needs NATS connected right now.
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": "metrics"},
+            "periodSeconds": 2,
+            "failureThreshold": 30,
         },
-        "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "metrics"}, "periodSeconds": 5},
         "resources": resources,
         "securityContext": {
             "allowPrivilegeEscalation": False,
