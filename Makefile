@@ -56,7 +56,8 @@ lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/mypy libs/jetqueue/jetqueue services/producer/jetqueue_producer services/worker/jetqueue_worker services/monitor/jetqueue_monitor services/operator/jetqueue_operator
 	$(BIN)/lint-imports
 
-bench: setup ## run the benchmarks (tests/bench) and print the figures
+bench: setup ## run the benchmarks side by side with raw nats-py, pgqueuer and taskiq-nats (ARGS="--quick" for a smoke run)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/bench.txt
 	$(BIN)/python -m tests.bench.run $(ARGS)
 
 lock: ## re-pin requirements with hashes (needs uv)
