@@ -90,14 +90,14 @@ def test_backoff_is_capped_so_many_attempts_never_overflow_a_date() -> None:
     (which raised ValueError when the retry's run time was turned into a date)."""
     from jetqueue.catalog import DEFAULT_MAX_BACKOFF_MS
     from jetqueue.job import now_ms
-    from jetqueue_worker.runtime import _rfc3339
+    from jetqueue_worker.outcomes import rfc3339
 
     exp = Backoff(type="exponential", delay_ms=1000)
     assert exp.delay_for(14) == 8192.0  # still doubling below the cap
     for retry in (40, 60, 100, 10_000):
         delay = exp.delay_for(retry)
         assert delay == DEFAULT_MAX_BACKOFF_MS / 1000
-        assert _rfc3339(now_ms() + int(delay * 1000)).startswith(str(datetime.now(UTC).year))
+        assert rfc3339(now_ms() + int(delay * 1000)).startswith(str(datetime.now(UTC).year))
     assert Backoff(delay_ms=1000, max_delay_ms=10_000).delay_for(9) == 10.0
     # a base delay above the cap is kept as the floor (the cap never shortens the first wait)
     assert Backoff(delay_ms=60_000, max_delay_ms=1000).delay_for(1) == 60.0

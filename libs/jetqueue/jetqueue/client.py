@@ -410,7 +410,8 @@ class JobClient:
     async def _recorded(self, job_id: str) -> JobState | None:
         kv = await self.kv()
         try:
-            entry = await kv.get(names.kv_key(job_id))
+            # Job ids may hold ':', '@' and '+' (valid subject tokens) that nats-py's stricter key check refuses.
+            entry = await kv.get(names.kv_key(job_id), validate_keys=False)
         except (KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         if entry.value is None:  # a TTL marker: the record expired

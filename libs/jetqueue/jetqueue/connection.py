@@ -43,6 +43,7 @@ MAX_OUTSTANDING_PINGS = 3
 ERR_STREAM_NAME_IN_USE = 10058  # a stream of that name exists with another configuration
 ERR_INSUFFICIENT_RESOURCES = 10023  # e.g. more replicas than JetStream servers
 ERR_REPLICAS_NOT_SUPPORTED = 10074  # replicas > 1 on a server that is not clustered
+ERR_NO_PEERS = 10005  # no suitable peers for placement (more replicas than servers)
 
 
 def tls_context(settings: CommonSettings) -> ssl.SSLContext | None:
@@ -239,7 +240,7 @@ async def _ensure_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
 
 def _check_placement(exc: nats.js.errors.APIError, name: str | None, replicas: int | None) -> None:
     """Raise :class:`ReplicasUnavailable` when ``exc`` says the replicas cannot be placed."""
-    if exc.err_code in (ERR_INSUFFICIENT_RESOURCES, ERR_REPLICAS_NOT_SUPPORTED) and (replicas or 1) > 1:
+    if exc.err_code in (ERR_INSUFFICIENT_RESOURCES, ERR_REPLICAS_NOT_SUPPORTED, ERR_NO_PEERS) and (replicas or 1) > 1:
         raise ReplicasUnavailable(
             f"cannot place stream {name} on {replicas} replicas: {exc.description}. JETQUEUE_REPLICAS "
             "(chart: jetstream.replicas) must not exceed the JetStream servers of the NATS cluster (1 without one)"

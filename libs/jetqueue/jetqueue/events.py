@@ -8,7 +8,6 @@ Records are batched: one message on ``jq.events.<queue>`` carries
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from dataclasses import asdict, dataclass, field, fields
@@ -16,7 +15,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from jetqueue import names
+from jetqueue import codec, names
 from jetqueue.job import SCHEMA_VERSION, EventType, now_ms
 
 log = logging.getLogger(__name__)
@@ -77,18 +76,18 @@ class Heartbeat:
     def to_bytes(self) -> bytes:
         d = asdict(self)
         d["v"] = SCHEMA_VERSION
-        return json.dumps(d, separators=(",", ":")).encode()
+        return codec.encode(d)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Heartbeat:
-        d = json.loads(raw)
+        d = codec.decode(raw)
         d.pop("v", None)
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def decode_batch(raw: bytes) -> list[dict[str, Any]]:
     """Records of one events message (the monitor's side of :class:`EventBatcher`)."""
-    body = json.loads(raw)
+    body = codec.decode(raw)
     if not isinstance(body, dict) or body.get("v") != SCHEMA_VERSION:
         raise ValueError("not a jetqueue events batch")
     records = body.get("records")
@@ -125,7 +124,7 @@ class EventBatcher:
     def add(self, record: LifecycleRecord) -> None:
         # encoded now: what a record says is what held when it was added, even if the job's
         # data or result objects change afterwards
-        self._buf.append(json.dumps(record.to_dict(), separators=(",", ":"), default=str))
+        self._buf.append(codec.encode(record.to_dict()).decode())
         if len(self._buf) >= self.max_batch:
             self._wake.set()
 

@@ -6,13 +6,13 @@ services can produce and read them; docs/envelope.md describes them.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from jetqueue import codec
 from jetqueue.catalog import Backoff, QueueSpec
 from jetqueue.errors import InvalidJob
 
@@ -126,7 +126,7 @@ class Envelope:
             body["errors"] = self.errors
         if self.cron:
             body["cron"] = self.cron
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return codec.encode(body)
 
     @classmethod
     def from_bytes(cls, raw: bytes, spec: QueueSpec, *, job_id: str | None = None) -> Envelope:
@@ -136,7 +136,7 @@ class Envelope:
             InvalidJob: not JSON, not an object, unknown schema version or bad fields.
         """
         try:
-            body = json.loads(raw)
+            body = codec.decode(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidJob(f"job body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
@@ -212,11 +212,11 @@ class JobState:
         return d
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        return codec.encode(self.to_dict())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> JobState:
-        d = json.loads(raw)
+        d = codec.decode(raw)
         d.pop("v", None)
         d["state"] = JobStatus(d["state"])
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}

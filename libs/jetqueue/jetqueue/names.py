@@ -40,7 +40,7 @@ QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
 
 def is_valid_token(value: str) -> bool:
     """Whether ``value`` can be used as one subject token (job id, name)."""
-    return bool(TOKEN_RE.match(value))
+    return bool(TOKEN_RE.fullmatch(value))  # match() with '$' would let a trailing newline through
 
 
 def job_stream(queue: str) -> str:

@@ -104,6 +104,10 @@ class ProcessorRegistry:
     def resolve(self, queue: str, name: str) -> Processor | None:
         return self._by_name.get((queue, name)) or self._by_queue.get(queue)
 
+    def names(self, queue: str) -> set[str]:
+        """Job names with a processor of their own on ``queue``."""
+        return {n for q, n in self._by_name if q == queue}
+
     def queues(self) -> set[str]:
         return set(self._by_queue) | {q for q, _ in self._by_name}
 

@@ -75,3 +75,55 @@ class WorkerMetrics:
             ["queue", "worker_id", "version"],
             registry=self.registry,
         )
+
+
+# Distinct job names one queue's series take before further names share "other": a
+# client choosing names freely must not grow Prometheus without bound.
+MAX_JOB_NAMES = 50
+OTHER_JOB_NAME = "other"
+
+
+class JobSeries:
+    """The per-job-name series of one queue, bound once."""
+
+    __slots__ = ("completed", "duration", "failed", "retried")
+
+    def __init__(self, m: WorkerMetrics, queue: str, name: str) -> None:
+        self.completed = m.completed.labels(queue, name)
+        self.failed = m.failed.labels(queue, name)
+        self.retried = m.retried.labels(queue, name)
+        self.duration = m.duration.labels(queue, name)
+
+
+class QueueMetrics:
+    """The series one worker writes, bound to its queue (a ``labels()`` lookup costs microseconds;
+    a job used to make eight of them)."""
+
+    def __init__(self, m: WorkerMetrics, queue: str, known_names: set[str] | frozenset[str] = frozenset()) -> None:
+        self.m = m
+        self.queue = queue
+        self.known = set(known_names)
+        self._jobs: dict[str, JobSeries] = {}
+        self._other: JobSeries | None = None
+        self.wait = m.wait.labels(queue)
+        self.in_flight = m.in_flight.labels(queue)
+        self.stalled = m.stalled.labels(queue)
+        self.cancelled = m.cancelled.labels(queue)
+        self.malformed = m.malformed.labels(queue)
+        self.errors = {reason: m.errors.labels(queue, reason) for reason in ERROR_REASONS}
+
+    def job(self, name: str) -> JobSeries:
+        series = self._jobs.get(name)
+        if series is not None:
+            return series
+        if name in self.known or len(self._jobs) < MAX_JOB_NAMES:
+            series = self._jobs[name] = JobSeries(self.m, self.queue, name)
+            return series
+        if self._other is None:
+            self._other = JobSeries(self.m, self.queue, OTHER_JOB_NAME)
+        return self._other
+
+    def start(self, concurrency: int, worker_id: str, version: str) -> None:
+        """Series that may stay at zero exist from the start: a dashboard shows 0, not "No data"."""
+        self.m.concurrency.labels(self.queue).set(concurrency)
+        self.m.info.labels(self.queue, worker_id, version).set(1)

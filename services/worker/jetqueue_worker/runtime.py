@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -48,35 +47,27 @@ from opentelemetry import trace
 
 from jetqueue import artifacts, logs, names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
-from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, JobClient, JobRequest
-from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
-from jetqueue.errors import InvalidJob, JetqueueError
-from jetqueue.events import Heartbeat, LifecycleRecord
+from jetqueue.client import H_RUN_AT, JobClient
+from jetqueue.errors import InvalidJob
+from jetqueue.events import Heartbeat
 from jetqueue.job import TERMINAL_STATUSES, Envelope, EventType, JobState, JobStatus, now_ms
 from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
-from jetqueue.publisher import Message, Publisher
+from jetqueue.publisher import Publisher
 from jetqueue_worker.metrics import (
     ERROR_EXCEPTION,
     ERROR_MALFORMED,
     ERROR_NO_PROCESSOR,
     ERROR_PERMANENT,
-    ERROR_REASONS,
     ERROR_STALLED,
     ERROR_TIMEOUT,
+    QueueMetrics,
     WorkerMetrics,
 )
+from jetqueue_worker.outcomes import Outcomes, error_text
 from jetqueue_worker.puller import Puller, PullRequest
 from jetqueue_worker.settle import ACK, NAK, TERM, Outcome, Settler
 
 log = logging.getLogger("jetqueue.worker")
-
-MAX_ERROR_LEN = 4000
-# Room kept under the server's max payload for headers and the events batch around a record.
-HEADROOM = 8 * 1024
-
-
-def _rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def ack_meta(reply: str) -> tuple[int, int, int]:
@@ -149,6 +140,7 @@ class Worker:
         self.progress_interval_s = progress_interval_s
         self.grace_s = grace_s
         self.metrics = metrics or WorkerMetrics()
+        self.series = QueueMetrics(self.metrics, queue, registry.names(queue))
         self.version = version
         self.on_fatal = on_fatal
         self.client = JobClient(nc, catalog)
@@ -179,9 +171,14 @@ class Worker:
         self._cancel_sub: Any = None
         self._advisory_sub: Any = None
         self._tracing = False
-        limit = max(nc.max_payload - HEADROOM, 4096)
-        self.max_record_bytes = min(limit, self.settler.max_events_bytes - 1024)
-        self.max_state_bytes = limit
+        self.outcomes = Outcomes(
+            catalog,
+            self.spec,
+            self.worker_id,
+            self.client,
+            max_payload=nc.max_payload,
+            max_record=self.settler.max_events_bytes - 1024,
+        )
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, *, own_subscriptions: bool = True) -> None:
@@ -206,14 +203,7 @@ class Worker:
         self._advisory_sub = await self.js.pull_subscribe_bind(
             names.stalled_consumer(self.spec.name), names.ADVISORIES_STREAM
         )
-        q = self.spec.name
-        self.metrics.concurrency.labels(q).set(self.concurrency)
-        self.metrics.info.labels(q, self.worker_id, self.version).set(1)
-        # Series that may stay at zero exist from the start: a dashboard shows 0, not "No data".
-        for counter in (self.metrics.stalled, self.metrics.cancelled, self.metrics.malformed, self.metrics.in_flight):
-            counter.labels(q)
-        for reason in ERROR_REASONS:
-            self.metrics.errors.labels(q, reason)
+        self.series.start(self.concurrency, self.worker_id, self.version)
         self._running = True
         self._reconnects = self.nc.stats["reconnects"]
         self._tasks = [
@@ -530,52 +520,6 @@ class Worker:
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 
-    # ------------------------------------------------------- records, states
-    def _record(self, type_: EventType, env: Envelope, **kw: Any) -> bytes:
-        rec = LifecycleRecord(
-            type=type_,
-            job_id=env.id,
-            queue=env.queue,
-            name=env.name,
-            attempt=env.attempt,
-            attempts=env.attempts,
-            worker=self.worker_id,
-            **kw,
-        )
-        raw = _encode(rec.to_dict())
-        if len(raw) > self.max_record_bytes:
-            d = rec.to_dict()
-            for key in ("data", "result"):
-                if key in d:
-                    d[key] = truncated(d[key], 1000)
-            d["error"] = _clip(d.get("error"), 1000)
-            raw = _encode({k: v for k, v in d.items() if v is not None})
-        return raw
-
-    def _state(self, env: Envelope, state: JobStatus, **kw: Any) -> JobState:
-        return JobState(
-            id=env.id,
-            queue=env.queue,
-            state=state,
-            name=env.name,
-            attempt=env.attempt,
-            attempts=env.attempts,
-            user_id=env.user_id,
-            enqueued_at=env.enqueued_at,
-            worker=self.worker_id,
-            errors=list(env.errors),
-            **kw,
-        )
-
-    def _state_message(self, st: JobState, ttl: int) -> Message:
-        raw = st.to_bytes()
-        if len(raw) > self.max_state_bytes:
-            st.result = truncated(st.result, 2000)
-            st.error = _clip(st.error, MAX_ERROR_LEN)
-            st.errors = [e[:1000] for e in st.errors[-10:]]
-            raw = st.to_bytes()
-        return Message(names.state_subject(st.id), raw, {"Nats-TTL": f"{int(ttl)}s"})
-
     # --------------------------------------------------------------- running
     async def _run(self, h: Held) -> None:
         outcome: Outcome | None = None
@@ -606,7 +550,9 @@ class Worker:
             job_id = token if kind == "job" else f"cron-{token}-{h.seq}"
             env = Envelope.from_bytes(msg.data, self.spec, job_id=job_id)
         except (InvalidJob, ValueError) as exc:
-            return self._malformed(msg, h.seq, str(exc))
+            self.series.malformed.inc()
+            self.series.errors[ERROR_MALFORMED].inc()
+            return self.outcomes.malformed(msg, h.seq, str(exc))
         h.job_id = env.id
         h.env = env
         with logs.job_context(job_id=env.id, queue=env.queue, attempt=env.attempt, worker=self.worker_id):
@@ -616,9 +562,9 @@ class Worker:
                     log.info("redelivered job was already settled (%s); acking it again", settled.state.value)
                     ends = settled.state in (JobStatus.FAILED, JobStatus.CANCELLED)
                     return Outcome(msg, TERM if ends else ACK, seq=h.seq)
-                self.metrics.stalled.labels(self.spec.name).inc()
+                self.series.stalled.inc()
                 self.settler.record(
-                    self._record(
+                    self.outcomes.record(
                         EventType.STALLED,
                         env,
                         delivery=h.delivered,
@@ -677,10 +623,10 @@ class Worker:
         h.progress_due = time.monotonic() + self.progress_interval_s
         headers = h.msg.headers
         scheduled_for = int((headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
-        self.metrics.wait.labels(self.spec.name).observe(max(started - scheduled_for, 0) / 1000)
+        self.series.wait.observe(max(started - scheduled_for, 0) / 1000)
         first = env.attempt == 1 and h.delivered == 1
         self.settler.record(
-            self._record(
+            self.outcomes.record(
                 EventType.STARTED,
                 env,
                 delivery=h.delivered,
@@ -689,7 +635,7 @@ class Worker:
                 enqueued_at=env.enqueued_at if first else None,
             )
         )
-        gauge = self.metrics.in_flight.labels(self.spec.name)
+        gauge = self.series.in_flight
         gauge.inc()
         timer = None
         if env.timeout_ms:
@@ -716,27 +662,32 @@ class Worker:
                 timer.cancel()
         self._close_progress(h)
         duration = now_ms() - started
-        self.metrics.duration.labels(self.spec.name, env.name).observe(duration / 1000)
+        return self._settle_attempt(h, env, result, error, reason, started, duration)
+
+    def _settle_attempt(
+        self, h: Held, env: Envelope, result: Any, error: BaseException | None, reason: str, started: int, duration: int
+    ) -> Outcome:
+        """The outcome of a run, with the metrics of how it ended."""
+        series = self.series.job(env.name)
+        series.duration.observe(duration / 1000)
         if error is None:
-            return self._completed(h, env, result, started, duration)
+            self.processed += 1
+            series.completed.inc()
+            return self.outcomes.completed(h.msg, h.seq, env, result, started, duration, h.files)
         if isinstance(error, JobCancelled):
-            return self._cancelled(h, env, error, started, duration)
-        self.metrics.errors.labels(self.spec.name, reason).inc()
-        text = _error_text(error)
+            self.series.cancelled.inc()
+            return self.outcomes.cancelled(h.msg, h.seq, env, str(error), started, duration)
+        self.series.errors[reason].inc()
+        text = error_text(error)
         # The envelope carries the errors to the next attempt and the DLQ: keep it bounded.
         env.errors = [*env.errors, text[:1000]][-10:]
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
-            return self._retry(h, env, text, duration, started)
-        return self._dead_letter(
-            h.msg,
-            env,
-            text,
-            type(error).__name__,
-            "failed",
-            seq=h.seq,
-            duration=duration,
-            started=started,
-            files=h.files,
+            series.retried.inc()
+            return self.outcomes.retry(h.msg, h.seq, h.level, env, text, duration, started, h.files)
+        self.failed += 1
+        series.failed.inc()
+        return self.outcomes.dead_letter(
+            h.msg, h.seq, env, text, type(error).__name__, "failed", duration=duration, started=started, files=h.files
         )
 
     async def _call(self, h: Held, fn: Any, ctx: JobContext) -> tuple[Any, BaseException | None, str]:
@@ -746,9 +697,7 @@ class Worker:
                 raise JobCancelled(h.cancel_reason)
             if fn is None:
                 raise PermanentError(f"no processor registered for job {ctx.name!r} on queue {self.spec.name}")
-            result = await fn(ctx)
-            json.dumps(result, default=str)
-            return result, None, ""
+            return await fn(ctx), None, ""
         except asyncio.CancelledError:
             if h.releasing or (not h.timed_out and h.cancel_reason is None):
                 raise
@@ -768,173 +717,6 @@ class Worker:
         if h.task is not None and not h.task.done():
             h.timed_out = True
             h.task.cancel()
-
-    def _completed(self, h: Held, env: Envelope, result: Any, started: int, duration: int) -> Outcome:
-        self.processed += 1
-        self.metrics.completed.labels(self.spec.name, env.name).inc()
-        st = self._state(env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started)
-        st.finished_at = now_ms()
-        return Outcome(
-            h.msg,
-            ACK,
-            [self._state_message(st, self.spec.retention_s)],
-            [self._record(EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=h.files)],
-            h.seq,
-        )
-
-    def _cancelled(self, h: Held, env: Envelope, error: JobCancelled, started: int, duration: int) -> Outcome:
-        self.metrics.cancelled.labels(self.spec.name).inc()
-        st = self._state(env, JobStatus.CANCELLED, error=str(error), started_at=started, finished_at=now_ms())
-        return Outcome(
-            h.msg,
-            TERM,
-            [self._state_message(st, self.spec.failed_retention_s)],
-            [self._record(EventType.CANCELLED, env, duration_ms=duration, error=str(error))],
-            h.seq,
-        )
-
-    def _retry(self, h: Held, env: Envelope, text: str, duration: int, started: int) -> Outcome:
-        failed_attempt = env.attempt
-        delay_ms = int(env.backoff.delay_for(failed_attempt) * 1000)
-        run_at = now_ms() + delay_ms
-        record = self._record(
-            EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=h.files
-        )  # attempt = the one that failed
-        st = self._state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
-        env.attempt += 1
-        headers = {
-            H_MSG_ID: f"{env.id}:a{env.attempt}",
-            H_SCHEDULE: "@at " + _rfc3339(run_at),
-            H_SCHEDULE_TARGET: names.job_subject(env.queue, h.level, env.id),
-            H_RUN_AT: str(run_at),
-        }
-        for k in ("traceparent", "tracestate"):
-            if h.msg.headers and k in h.msg.headers:
-                headers[k] = h.msg.headers[k]
-        log.warning(
-            "job attempt %d of %d failed (%s); retry in %.1fs", failed_attempt, env.attempts, text, delay_ms / 1000
-        )
-        self.metrics.retried.labels(env.queue, env.name).inc()
-        st.errors = list(env.errors)
-        return Outcome(
-            h.msg,
-            ACK,
-            [
-                Message(names.sched_subject(env.queue, env.id), env.to_bytes(), headers),
-                self._state_message(st, self.spec.failed_retention_s),
-            ],
-            [record],
-            h.seq,
-        )
-
-    def _dead_letter(
-        self,
-        msg: Msg | None,
-        env: Envelope,
-        text: str,
-        error_type: str,
-        reason: str,
-        *,
-        seq: int,
-        duration: int | None = None,
-        started: int | None = None,
-        files: list[dict[str, Any]] | None = None,
-    ) -> Outcome:
-        headers = {
-            H_REASON: reason,
-            H_ERROR: text[:1000].replace("\r", " ").replace("\n", " "),
-            H_FAILED_AT: str(now_ms()),
-            # keyed by the job message's sequence: a redelivery of the same
-            # message cannot dead-letter twice, a requeued job can again
-            H_MSG_ID: f"{env.id}:dlq:{seq}",
-        }
-        if msg is not None:
-            headers[H_ORIGINAL_SUBJECT] = msg.subject
-        body = env.to_bytes()
-        if len(body) > self.max_state_bytes:  # a job published by a foreign client past the SDK's limit
-            env.data = truncated(env.data, 2000)
-            body = env.to_bytes()
-        log.error("job dead-lettered (%s) after attempt %d of %d: %s", reason, env.attempt, env.attempts, text)
-        self.failed += 1
-        self.metrics.failed.labels(env.queue, env.name).inc()
-        st = self._state(env, JobStatus.FAILED, error=text, started_at=started, finished_at=now_ms())
-        messages = [
-            Message(names.dlq_subject(env.queue, env.id), body, headers),
-            self._state_message(st, self.spec.failed_retention_s),
-        ]
-        alert = self._alert(env, text, reason)
-        if alert is not None:
-            messages.append(alert)
-        record = self._record(
-            EventType.FAILED,
-            env,
-            duration_ms=duration,
-            error=text,
-            error_type=error_type,
-            data=env.data,
-            artifacts=files,
-        )
-        return Outcome(msg if msg is not None else _NO_MSG, TERM, messages, [record], seq)
-
-    def _alert(self, env: Envelope, text: str, reason: str) -> Message | None:
-        """The admin alert job of a dead-lettered job (the catalog's ``alerts``), or None."""
-        alerts = self.catalog.alerts
-        if alerts is None or (env.queue == alerts.queue and env.name == alerts.job_name):
-            return None  # never alert about a failed alert (no loop)
-        try:
-            return self.client.prepare(
-                JobRequest(
-                    queue=alerts.queue,
-                    name=alerts.job_name,
-                    data={
-                        "type": "JOB_FAILED",
-                        "severity": "HIGH",
-                        "audience": "admins",
-                        "title": f"Job Failed: {env.name}",
-                        "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
-                        "details": {
-                            "job_id": env.id,
-                            "queue": env.queue,
-                            "error": text[:500],
-                            "data": truncated(env.data, 2000),
-                        },
-                    },
-                    job_id=f"dlq-alert-{env.queue}-{env.id}"[:128],
-                    priority=alerts.priority,
-                )
-            )
-        except JetqueueError as exc:
-            log.error("admin alert for job %s cannot be built: %s", env.id, exc)
-            return None
-
-    def _malformed(self, msg: Msg, seq: int, reason: str) -> Outcome:
-        self.metrics.malformed.labels(self.spec.name).inc()
-        self.metrics.errors.labels(self.spec.name, ERROR_MALFORMED).inc()
-        headers = {
-            H_REASON: "malformed",
-            H_ERROR: reason[:1000].replace("\n", " "),
-            H_FAILED_AT: str(now_ms()),
-            H_ORIGINAL_SUBJECT: msg.subject,
-            H_MSG_ID: f"malformed:{self.spec.name}:{seq}",
-        }
-        token = f"malformed-{seq}"
-        record = _encode(
-            LifecycleRecord(
-                type=EventType.FAILED,
-                job_id=token,
-                queue=self.spec.name,
-                name="(malformed)",
-                attempt=1,
-                worker=self.worker_id,
-                error=f"malformed message: {reason[:1000]}",
-                error_type="InvalidJob",
-            ).to_dict()
-        )
-        log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
-        data = msg.data or b""
-        if len(data) > self.max_state_bytes:
-            data = data[: self.max_state_bytes]
-        return Outcome(msg, TERM, [Message(names.dlq_subject(self.spec.name, token), data, headers)], [record], seq)
 
     # ----------------------------------------------------------------- progress
     async def _progress(self, h: Held, env: Envelope, value: float) -> None:
@@ -960,9 +742,10 @@ class Worker:
         if value is None or h.progress_closed:
             return
         h.progress_due = time.monotonic() + self.progress_interval_s
-        self.settler.record(self._record(EventType.PROGRESS, env, progress=value))
-        st = self._state_message(
-            self._state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms), self.spec.failed_retention_s
+        self.settler.record(self.outcomes.record(EventType.PROGRESS, env, progress=value))
+        st = self.outcomes.state_message(
+            self.outcomes.state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
+            self.spec.failed_retention_s,
         )
         try:
             # Fire and forget: a lost progress write is caught up by the next one or the final
@@ -1027,46 +810,14 @@ class Worker:
             f"stalled: delivered {adv.get('deliveries')} times without being settled (workers died or lost the lease)"
         )
         env.errors.append(text)
-        self.metrics.errors.labels(self.spec.name, ERROR_STALLED).inc()
-        outcome = self._dead_letter(None, env, text, "Stalled", "stalled", seq=seq)
+        self.series.errors[ERROR_STALLED].inc()
+        self.failed += 1
+        self.series.job(env.name).failed.inc()
+        outcome = self.outcomes.dead_letter(None, seq, env, text, "Stalled", "stalled")
         for rec in outcome.records:
             self.settler.record(rec)
         await self.publisher.publish(outcome.messages, deadline=30)
         await self.js.delete_msg(self.spec.stream, seq)
-
-
-class _NoMsg:
-    """Stands in for the message of an outcome that has nothing to ack (an advisory's dead letter)."""
-
-    reply = ""
-    subject = ""
-    headers = None
-
-
-_NO_MSG: Any = _NoMsg()
-
-
-def _encode(d: dict[str, Any]) -> bytes:
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-
-
-def truncated(value: Any, keep: int) -> Any:
-    """``value`` if its JSON is at most ``keep`` characters, else a marker with its size and a preview."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if len(text) <= keep:
-        return value
-    return {"_truncated": True, "bytes": len(text.encode()), "preview": text[:keep]}
-
-
-def _clip(text: str | None, keep: int) -> str | None:
-    if text is None or len(text) <= keep:
-        return text
-    return text[:keep] + f"… [truncated, {len(text)} characters]"
-
-
-def _error_text(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return _clip(text, MAX_ERROR_LEN) or ""
 
 
 def _log_failure(fut: asyncio.Future[Any]) -> None:
