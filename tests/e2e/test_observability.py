@@ -289,7 +289,11 @@ async def test_dashboards_and_alerts_use_only_exported_metrics(
     common = CommonSettings(nats_url=nats_server.url)
     worker_port = free_port()
     worker: WorkerProcess = spawn_worker(Q, catalog, JETQUEUE_WORKER_METRICS_PORT=str(worker_port))
-    producer = create_producer(ProducerSettings(common=common, register_schedules=False), catalog=catalog)
+    producer = create_producer(
+        ProducerSettings(common=common, register_schedules=False, tokens="obs:enqueue:obs-producer-token"),
+        catalog=catalog,
+    )
+    enqueuer = {"Authorization": "Bearer obs-producer-token"}
     monitor = create_monitor(
         MonitorSettings(
             common=common,
@@ -312,9 +316,9 @@ async def test_dashboards_and_alerts_use_only_exported_metrics(
         job = {"name": "welcome", "data": {"to": "a@example.com", "subject": "Hi", "body": "..."}}
         bad = {"name": "receipt", "attempts": 2, "data": {**job["data"], "_simulate": {"fail": True}}}
         for body, headers in ((job, {"Idempotency-Key": "obs-1"}), (job, {"Idempotency-Key": "obs-1"}), (bad, {})):
-            r = await http.post(f"{producer_url}/jobs/{Q}", json=body, headers=headers)
+            r = await http.post(f"{producer_url}/jobs/{Q}", json=body, headers={**headers, **enqueuer})
             assert r.status_code == 202, r.text
-        assert (await http.post(f"{producer_url}/jobs/no-such-queue", json=job)).status_code == 404
+        assert (await http.post(f"{producer_url}/jobs/no-such-queue", json=job, headers=enqueuer)).status_code == 404
         # The operator: a JobQueue, a QueueAction on it, and a second JobQueue claiming the same queue.
         await cluster.create(jobqueue(PROBE, scaling={"minReplicas": 1, "maxReplicas": 2}))
         await wait_ready(cluster, PROBE)

@@ -57,7 +57,12 @@ def test_worker_process_exits_with_a_clear_message(old_server: str) -> None:
 
 
 def test_producer_process_exits_with_a_clear_message(old_server: str) -> None:
-    env = {"JETQUEUE_NATS_URL": OLD, "JETQUEUE_PRODUCER_PORT": "0", "PATH": "/usr/bin:/bin"}
+    env = {
+        "JETQUEUE_NATS_URL": OLD,
+        "JETQUEUE_PRODUCER_PORT": "0",
+        "JETQUEUE_PRODUCER_TOKENS": "tests:admin:old-server-test",  # past the token check, to the server check
+        "PATH": "/usr/bin:/bin",
+    }
     proc = subprocess.run([sys.executable, "-m", "jetqueue_producer"], env=env, capture_output=True, timeout=60)
     out = (proc.stdout + proc.stderr).decode()
     assert proc.returncode != 0

@@ -33,15 +33,25 @@ STARTUP_SCHEDULES = {("analytics-aggregate", "daily-aggregate"), ("cleanup-old-d
 
 Http = AsyncTestClient[Litestar]
 
+ADMIN_TOKEN = "api-tests-admin"  # every scope; tests/integration/test_producer_auth.py covers the others
+
 
 def make_app(common: CommonSettings, catalog: Catalog, **settings: Any) -> Litestar:
+    settings.setdefault("tokens", f"api-tests:admin:{ADMIN_TOKEN}")
     app: Litestar = create_app(ProducerSettings(common=common, register_schedules=True, **settings), catalog=catalog)
     return app
 
 
+def api(app: Litestar) -> Http:
+    """A test client of ``app`` that sends the admin token."""
+    client: Http = AsyncTestClient(app=app)
+    client.headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+    return client
+
+
 @pytest.fixture
 async def http(common: CommonSettings, catalog: Catalog) -> AsyncIterator[Http]:
-    async with AsyncTestClient(app=make_app(common, catalog)) as client:
+    async with api(make_app(common, catalog)) as client:
         yield client
 
 
@@ -208,7 +218,7 @@ async def test_bulk_with_one_bad_item_publishes_nothing(
 
 
 async def test_bulk_over_max_bulk_is_400(common: CommonSettings, catalog: Catalog, nc: NatsClient) -> None:
-    async with AsyncTestClient(app=make_app(common, catalog, max_bulk=3)) as http:
+    async with api(make_app(common, catalog, max_bulk=3)) as http:
         r = await http.post(f"/jobs/{Q}/bulk", json={"jobs": [{"name": "n"}] * 4})
         assert r.status_code == 400
         assert "at most 3" in body(r)["detail"]
@@ -284,7 +294,7 @@ async def test_job_id_reused_after_cancel_and_duplicate_window_shows_the_new_job
     common: CommonSettings, catalog: Catalog, nc: NatsClient
 ) -> None:
     cat = catalog.replace(Q, duplicate_window_s=1)
-    async with AsyncTestClient(app=make_app(common, cat)) as http:
+    async with api(make_app(common, cat)) as http:
         await enqueue(http, {"name": "n", "job_id": "reused"})
         assert (await http.delete("/jobs/reused")).status_code == 200
 
@@ -581,9 +591,82 @@ async def test_payload_over_nats_max_payload_is_rejected_not_500(
     http: Http, nc: NatsClient, method: str, path: str, payload: dict[str, Any]
 ) -> None:
     r = await http.request(method, path, json=payload)
-    assert r.status_code in (400, 413), r.text
+    assert r.status_code == 413, r.text
     assert "too large" in body(r)["detail"]
     assert await stream_messages(nc) == 0
+
+
+# Under the server's max payload (1 MiB here), but with no room left for what a worker derives from
+# the job (a retry or dead letter carries its errors): accepted, it would break the worker later.
+NEAR_LIMIT = "x" * 1_045_000
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        (f"/jobs/{Q}", {"name": "n", "data": NEAR_LIMIT}),
+        (f"/jobs/{Q}/bulk", {"jobs": [{"name": "n"}, {"name": "n", "data": NEAR_LIMIT}, {"name": "n"}]}),
+    ],
+    ids=["one", "bulk"],
+)
+async def test_job_without_room_under_max_payload_is_413(
+    http: Http, nc: NatsClient, path: str, payload: dict[str, Any]
+) -> None:
+    r = await http.post(path, json=payload)
+    assert r.status_code == 413, r.text
+    out = body(r)
+    assert out["status_code"] == 413
+    assert 0 < out["limit_bytes"] < 1_045_000
+    assert "too large" in out["detail"] and str(out["limit_bytes"]) in out["detail"]
+    assert await stream_messages(nc) == 0
+    assert 'jetqueue_producer_rejected_total{reason="too_large"} 1.0' in (await http.get("/metrics")).text
+
+
+ONE_JOB_LIMIT = 1024 * 1024  # JETQUEUE_PRODUCER_MAX_JOB_BYTES' default
+BULK_LIMIT = 32 * 1024 * 1024  # JETQUEUE_PRODUCER_MAX_BODY_BYTES' default
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "size", "limit"),
+    [
+        ("POST", f"/jobs/{Q}", 2_000_000, ONE_JOB_LIMIT),
+        ("POST", f"/jobs/{Q}", 50_000_000, ONE_JOB_LIMIT),
+        ("PUT", f"/schedules/{Q}/big", 2_000_000, ONE_JOB_LIMIT),
+        ("POST", "/fleet/ei-update", 2_000_000, ONE_JOB_LIMIT),
+        ("POST", "/order/bid-evaluation", 2_000_000, ONE_JOB_LIMIT),
+        ("POST", f"/jobs/{Q}/bulk", 50_000_000, BULK_LIMIT),
+    ],
+)
+async def test_body_over_the_route_limit_is_413_before_it_is_read(
+    http: Http, nc: NatsClient, method: str, path: str, size: int, limit: int
+) -> None:
+    raw = b"{" + b"x" * size  # not even JSON: had it been parsed, the answer would be a 400
+    r = await http.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert body(r)["limit_bytes"] == limit
+    assert f"at most {limit} bytes" in body(r)["detail"]
+    assert await stream_messages(nc) == 0
+    assert (Q, "big") not in await schedules(http)
+
+
+async def test_bulk_body_is_bounded_by_max_bulk_times_max_job_bytes(
+    common: CommonSettings, catalog: Catalog, nc: NatsClient
+) -> None:
+    async with api(make_app(common, catalog, max_bulk=3, max_job_bytes=2048)) as http:
+        r = await http.post(f"/jobs/{Q}/bulk", json={"jobs": [{"name": "n", "data": "x" * 3500}] * 2})
+        assert r.status_code == 413, r.text
+        assert body(r)["limit_bytes"] == 3 * 2048
+        ok = await http.post(f"/jobs/{Q}/bulk", json={"jobs": [{"name": "n", "data": "x" * 1500}] * 3})
+        assert ok.status_code == 202, ok.text
+        assert await stream_messages(nc) == 3
+
+
+async def test_bulk_body_is_bounded_by_max_body_bytes(common: CommonSettings, catalog: Catalog, nc: NatsClient) -> None:
+    async with api(make_app(common, catalog, max_body_bytes=8192)) as http:
+        r = await http.post(f"/jobs/{Q}/bulk", json={"jobs": [{"name": "n", "data": "x" * 1000}] * 10})
+        assert r.status_code == 413, r.text
+        assert "at most 8192 bytes" in body(r)["detail"]
+        assert await stream_messages(nc) == 0
 
 
 async def test_oversized_idempotency_key_is_400(http: Http) -> None:
@@ -622,7 +705,7 @@ async def wait_healthy(http: Http) -> None:
 async def test_nats_unavailable_is_503_with_retry_hint(
     common: CommonSettings, catalog: Catalog, nats_server: EmbeddedNats
 ) -> None:
-    async with AsyncTestClient(app=make_app(common, catalog)) as http:
+    async with api(make_app(common, catalog)) as http:
         assert (await http.get("/health")).status_code == 200
         nats_server.stop()
 
@@ -650,7 +733,7 @@ async def test_nats_unavailable_is_503_with_retry_hint(
 async def test_schedule_routes_are_503_while_nats_is_down(
     common: CommonSettings, catalog: Catalog, nats_server: EmbeddedNats
 ) -> None:
-    async with AsyncTestClient(app=make_app(common, catalog)) as http:
+    async with api(make_app(common, catalog)) as http:
         nats_server.stop()
         try:
             for method, path in [("GET", "/schedules"), ("DELETE", "/schedules/analytics-aggregate/daily-aggregate")]:
@@ -667,7 +750,7 @@ async def test_schedule_routes_are_503_while_nats_is_down(
 async def test_bulk_is_503_while_nats_is_down(
     common: CommonSettings, catalog: Catalog, nats_server: EmbeddedNats
 ) -> None:
-    async with AsyncTestClient(app=make_app(common, catalog)) as http:
+    async with api(make_app(common, catalog)) as http:
         nats_server.stop()
         # The test client blocks this event loop for the whole request, so a thread brings NATS back after 10 s
         # to end a hung request; a correct producer has answered 503 by then (its NATS timeout is 5 s).
@@ -693,7 +776,7 @@ async def test_bulk_is_503_while_nats_is_down(
 async def test_shutdown_while_nats_is_down_is_clean(
     common: CommonSettings, catalog: Catalog, nats_server: EmbeddedNats, after_timed_out_request: bool
 ) -> None:
-    async with AsyncTestClient(app=make_app(common, catalog)) as http:
+    async with api(make_app(common, catalog)) as http:
         assert (await http.get("/health")).status_code == 200
         nats_server.stop()
 
@@ -714,15 +797,15 @@ async def test_openapi_schema_lists_the_routes(http: Http) -> None:
     assert r.status_code == 200
     paths = body(r)["paths"]
     for path in (
-        "/jobs/{queue}",
+        # POST /jobs/{queue} and GET, DELETE /jobs/{job_id}: one path, so one name for the segment
+        "/jobs/{queue_or_job_id}",
         "/jobs/{queue}/bulk",
-        "/jobs/{job_id}",
         "/schedules/{queue}/{name}",
         "/fleet/ei-update",
         "/order/bid-evaluation",
     ):
         assert path in paths
-    assert "post" in paths["/jobs/{queue}"]
+    assert set(paths["/jobs/{queue_or_job_id}"]) == {"post", "get", "delete"}
 
 
 async def test_metrics_count_enqueues(http: Http) -> None:

@@ -30,13 +30,14 @@ def main() -> int:
 
     from jetqueue.catalog import load_catalog
     from jetqueue_producer.app import create_app
+    from jetqueue_producer.auth import AuthConfigError
     from jetqueue_producer.settings import ProducerSettings
 
     try:
         settings = ProducerSettings()
         catalog = load_catalog(settings.common.catalog)
         app = create_app(settings, catalog=catalog)
-    except (ValidationError, JetqueueError) as exc:
+    except (ValidationError, JetqueueError, AuthConfigError) as exc:
         print(f"jetqueue-producer: {exc}", file=sys.stderr)
         return 2
     try:

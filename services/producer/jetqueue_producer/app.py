@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar import HttpMethod, Litestar, Request, Response, Router, delete, get, post, put, route
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, OpenAPI, OpenAPIType, Operation, Schema, SecurityScheme
+from litestar.openapi.spec import Parameter as OpenAPIParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
+from litestar.plugins.pydantic import PydanticInitPlugin
+from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
@@ -25,16 +31,21 @@ from jetqueue.errors import (
     JetqueueError,
     JobNotFound,
     NatsUnavailable,
+    PayloadTooLarge,
     ScheduleNotFound,
     ServerTooOld,
     UnknownQueue,
 )
 from jetqueue.job import EnqueueResult, JobOptions, JobState, now_ms
+from jetqueue_producer.auth import AuthConfigError, Authenticator, AuthRefused, Scope, Unauthenticated, require
+from jetqueue_producer.openapi import PydanticContractPlugin
 from jetqueue_producer.schemas import (
+    TOKEN_PATTERN,
     BidEvaluationIn,
     BulkIn,
     BulkOut,
     EIUpdateIn,
+    ErrorOut,
     JobIn,
     JobOut,
     ScheduleIn,
@@ -46,6 +57,43 @@ log = logging.getLogger("jetqueue.producer")
 
 IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False, max_length=256)]
 RequestId = Annotated[str | None, HeaderParameter(name="X-Request-Id", required=False, max_length=256)]
+# POST /jobs/{queue} and GET, DELETE /jobs/{job_id} are one path, so OpenAPI needs one name for the segment.
+QueueOrJobId = Annotated[str, Parameter(description="the queue to enqueue to")]
+# Checked in the handlers (see _token): Litestar's own pattern check would let a trailing newline through.
+JobId = Annotated[
+    str, Parameter(description="the job's id", schema_extra={"pattern": TOKEN_PATTERN, "max_length": 128})
+]
+ScheduleName = Annotated[
+    str, Parameter(description="the recurring job's name", schema_extra={"pattern": TOKEN_PATTERN, "max_length": 128})
+]
+
+_TOKEN = re.compile(TOKEN_PATTERN)
+JOB_ID_RULE = "job_id must be 1-128 characters of letters, digits and _-:=@+ (no dots or spaces)"
+SCHEDULE_NAME_RULE = "schedule name must be 1-128 letters, digits or _-:=@+"
+
+
+def _token(value: str, rule: str) -> str:
+    """``value`` if it is one NATS subject token, else a 400 saying ``rule``."""
+    if not _TOKEN.fullmatch(value):
+        raise InvalidJob(rule)
+    return value
+
+
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+ERRORS = {
+    400: "invalid body or parameter: `detail` says why, `extra` lists each field",
+    401: "no API token, or an unknown one (`WWW-Authenticate: Bearer`)",
+    403: "the token lacks the scope this route needs",
+    404: "unknown queue, job or recurring job",
+    409: "the job has already finished",
+    413: "the request body, or a job in it, is larger than allowed; `limit_bytes` is the limit",
+    503: "NATS is unreachable or not answering; nothing was accepted or changed (`Retry-After`)",
+}
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the refusals a route can give; every one has the ``ErrorOut`` body."""
+    return {code: ResponseSpec(ErrorOut, generate_examples=False, description=ERRORS[code]) for code in codes}
 
 
 class Metrics:
@@ -115,11 +163,20 @@ def _count(state: State, name: str, results: list[EnqueueResult]) -> None:
             m.enqueued.labels(r.queue, name).inc()
 
 
-@post("/jobs/{queue:str}", status_code=202, summary="Enqueue a job", tags=["jobs"])
+@post(
+    "/jobs/{queue_or_job_id:str}",
+    status_code=202,
+    summary="Enqueue a job",
+    tags=["jobs"],
+    guards=[require(Scope.ENQUEUE)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 413, 503),
+)
 async def enqueue(
-    queue: FromPath[str], data: JSONBody[JobIn], state: State, idempotency_key: IdempotencyKey = None
+    queue_or_job_id: QueueOrJobId, data: JSONBody[JobIn], state: State, idempotency_key: IdempotencyKey = None
 ) -> JobOut:
     """Enqueue one job. The same ``job_id`` / ``Idempotency-Key`` within the duplicate window gives one job."""
+    queue = queue_or_job_id
     req = _request(queue, data, idempotency_key)
     with telemetry.tracer().start_as_current_span("POST /jobs/{queue}", attributes={"jetqueue.queue": queue}):
         result = await _client(state).enqueue_request(req)
@@ -127,7 +184,15 @@ async def enqueue(
     return _out(result)
 
 
-@post("/jobs/{queue:str}/bulk", status_code=202, summary="Enqueue many jobs", tags=["jobs"])
+@post(
+    "/jobs/{queue:str}/bulk",
+    status_code=202,
+    summary="Enqueue many jobs",
+    tags=["jobs"],
+    guards=[require(Scope.ENQUEUE)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 413, 503),
+)
 async def enqueue_bulk(queue: FromPath[str], data: JSONBody[BulkIn], state: State) -> BulkOut:
     """Enqueue many jobs in one request (pipelined publishes). A bad item rejects the whole request."""
     settings: ProducerSettings = state.settings
@@ -141,18 +206,35 @@ async def enqueue_bulk(queue: FromPath[str], data: JSONBody[BulkIn], state: Stat
     return BulkOut(count=len(results), duplicates=sum(r.duplicate for r in results), jobs=[_out(r) for r in results])
 
 
-@get("/jobs/{job_id:str}", summary="Job status", tags=["jobs"])
-async def job_status(job_id: FromPath[str], state: State, queue: FromQuery[str | None] = None) -> dict[str, Any]:
+@get(
+    "/jobs/{queue_or_job_id:str}",
+    summary="Job status",
+    tags=["jobs"],
+    guards=[require(Scope.READ)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 503),
+)
+async def job_status(queue_or_job_id: JobId, state: State, queue: FromQuery[str | None] = None) -> dict[str, Any]:
     """State of a job (scheduled, waiting, active, completed, failed, cancelled) with progress and result."""
-    st: JobState = await _client(state).status(job_id, queue)
-    return st.to_dict()
+    st: JobState = await _client(state).status(_token(queue_or_job_id, JOB_ID_RULE), queue)
+    body: dict[str, Any] = st.to_dict()
+    return body
 
 
-@delete("/jobs/{job_id:str}", status_code=200, summary="Cancel a job", tags=["jobs"])
-async def cancel_job(job_id: FromPath[str], state: State, queue: FromQuery[str | None] = None) -> dict[str, Any]:
+@delete(
+    "/jobs/{queue_or_job_id:str}",
+    status_code=200,
+    summary="Cancel a job",
+    tags=["jobs"],
+    guards=[require(Scope.CANCEL)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 409, 503),
+)
+async def cancel_job(queue_or_job_id: JobId, state: State, queue: FromQuery[str | None] = None) -> dict[str, Any]:
     """Cancel a scheduled or waiting job; a running job is asked to stop (cooperative)."""
+    job_id = _token(queue_or_job_id, JOB_ID_RULE)
     st = await _client(state).cancel(job_id, queue, reason="cancelled through the producer API")
-    body = st.to_dict()
+    body: dict[str, Any] = st.to_dict()
     body["cancel"] = "requested" if st.state.value == "active" else "done"
     return body
 
@@ -162,28 +244,61 @@ async def cancel_job(job_id: FromPath[str], state: State, queue: FromQuery[str |
     status_code=200,
     summary="Create or replace a recurring job",
     tags=["schedules"],
+    guards=[require(Scope.ADMIN)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 413, 503),
 )
 async def put_schedule(
-    queue: FromPath[str], name: FromPath[str], data: JSONBody[ScheduleIn], state: State
+    queue: FromPath[str], name: ScheduleName, data: JSONBody[ScheduleIn], state: State
 ) -> dict[str, Any]:
     s = await _client(state).schedule(
-        queue, name, data.cron, data=data.data, time_zone=data.time_zone, job_name=data.job_name, priority=data.priority
+        queue,
+        _token(name, SCHEDULE_NAME_RULE),
+        data.cron,
+        data=data.data,
+        time_zone=data.time_zone,
+        job_name=data.job_name,
+        priority=data.priority,
     )
-    return s.to_dict()
+    body: dict[str, Any] = s.to_dict()
+    return body
 
 
-@get("/schedules", summary="List recurring jobs", tags=["schedules"])
+@get(
+    "/schedules",
+    summary="List recurring jobs",
+    tags=["schedules"],
+    guards=[require(Scope.READ)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 503),
+)
 async def list_schedules(state: State, queue: FromQuery[str | None] = None) -> list[dict[str, Any]]:
     return [s.to_dict() for s in await _client(state).list_schedules(queue)]
 
 
-@delete("/schedules/{queue:str}/{name:str}", status_code=200, summary="Remove a recurring job", tags=["schedules"])
-async def delete_schedule(queue: FromPath[str], name: FromPath[str], state: State) -> dict[str, Any]:
-    await _client(state).unschedule(queue, name)
+@delete(
+    "/schedules/{queue:str}/{name:str}",
+    status_code=200,
+    summary="Remove a recurring job",
+    tags=["schedules"],
+    guards=[require(Scope.ADMIN)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 404, 503),
+)
+async def delete_schedule(queue: FromPath[str], name: ScheduleName, state: State) -> dict[str, Any]:
+    await _client(state).unschedule(queue, _token(name, SCHEDULE_NAME_RULE))
     return {"queue": queue, "name": name, "deleted": True}
 
 
-@post("/fleet/ei-update", status_code=202, summary="Queue a fleet EI update (seed §3.1)", tags=["domain"])
+@post(
+    "/fleet/ei-update",
+    status_code=202,
+    summary="Queue a fleet EI update (seed §3.1)",
+    tags=["domain"],
+    guards=[require(Scope.ENQUEUE)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 413, 503),
+)
 async def ei_update(
     data: JSONBody[EIUpdateIn], state: State, request_id: RequestId = None, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any]:
@@ -209,6 +324,9 @@ async def ei_update(
     status_code=200,
     summary="Score bids now, queue a ranking update (seed §3.2)",
     tags=["domain"],
+    guards=[require(Scope.ENQUEUE)],
+    security=BEARER,
+    responses=_errors(400, 401, 403, 413, 503),
 )
 async def bid_evaluation(data: JSONBody[BidEvaluationIn], state: State) -> dict[str, Any]:
     scores = score_candidates(data.bid_candidates, data.evaluation_policy)
@@ -230,7 +348,27 @@ async def bid_evaluation(data: JSONBody[BidEvaluationIn], state: State) -> dict[
     }
 
 
-@get("/health", summary="Liveness and NATS connection", tags=["ops"])
+@route(
+    ["/jobs/{queue_or_job_id:str}", "/schedules/{queue:str}/{name:str}"],
+    http_method=HttpMethod.OPTIONS,
+    include_in_schema=False,
+)
+async def allowed_methods(request: Request[Any, Any, Any]) -> Response[None]:
+    """``Allow`` for a path served by several handlers (Litestar's own OPTIONS lists only the first one's)."""
+    template = request.scope["path_template"]
+    methods = {
+        m for r in request.app.routes if isinstance(r, HTTPRoute) and r.path_format == template for m in r.methods
+    }
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+# /health and /metrics stay open: Kubernetes probes and Prometheus carry no token.
+@get(
+    "/health",
+    summary="Liveness and NATS connection",
+    tags=["ops"],
+    responses={503: ResponseSpec(dict[str, str], generate_examples=False, description="NATS is not connected")},
+)
 async def health(state: State) -> Response[dict[str, Any]]:
     client: JobClient | None = state.get("client")
     ok = client is not None and client.nc.is_connected
@@ -254,6 +392,9 @@ def _handle_jetqueue(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, (UnknownQueue, JobNotFound, ScheduleNotFound)):
         metrics_.rejected.labels("not_found").inc()
         return _error(404, str(exc))
+    if isinstance(exc, PayloadTooLarge):
+        metrics_.rejected.labels("too_large").inc()
+        return _error(413, str(exc), limit_bytes=exc.limit)
     if isinstance(exc, InvalidJob):
         metrics_.rejected.labels("invalid").inc()
         return _error(400, str(exc))
@@ -270,25 +411,74 @@ def _handle_jetqueue(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return _error(400, str(exc))
 
 
+def _handle_auth(request: Request[Any, Any, Any], exc: AuthRefused) -> Response[dict[str, Any]]:
+    request.app.state.metrics.rejected.labels(exc.reason).inc()
+    log.warning("refused %s %s: %s", request.method, request.url.path, exc)
+    resp = _error(exc.status_code, str(exc))
+    if isinstance(exc, Unauthenticated):
+        # RFC 6750: a bad token says so; a missing one only names the scheme
+        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.invalid_token else "Bearer"
+    return resp
+
+
+def _handle_too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[dict[str, Any]]:
+    request.app.state.metrics.rejected.labels("too_large").inc()
+    limit = request.route_handler.resolve_request_max_body_size()
+    return _error(413, f"request body too large: this route takes at most {limit} bytes", limit_bytes=limit)
+
+
+def _detail(exc: HTTPException) -> str:
+    """The exception's detail; for a 400 with per-field reasons, the first few of them too."""
+    if not isinstance(exc.extra, list) or not exc.extra:
+        return exc.detail
+    reasons = [f"{e.get('key') or 'body'}: {e.get('message')}" for e in exc.extra[:3] if isinstance(e, dict)]
+    return f"{exc.detail}: {'; '.join(reasons)}" if reasons else exc.detail
+
+
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, (HTTPException, ValidationException)):
         return Response(
             {
                 "status_code": exc.status_code,
-                "detail": exc.detail,
+                "detail": _detail(exc),
                 **({"extra": exc.extra} if getattr(exc, "extra", None) else {}),
             },
             status_code=exc.status_code,
+            headers=exc.headers,  # e.g. Allow on a 405
         )
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the request was not completed")
 
 
+def _authenticator(settings: ProducerSettings) -> Authenticator | None:
+    """The token checker, or None when auth is disabled; refuses a configuration that is neither.
+
+    Raises:
+        AuthConfigError: no tokens and auth not disabled, both, or a malformed token entry.
+    """
+    tokens = settings.tokens.get_secret_value()
+    if not settings.auth_disabled:
+        return Authenticator(tokens)
+    if tokens.strip():
+        raise AuthConfigError("give JETQUEUE_PRODUCER_TOKENS or JETQUEUE_PRODUCER_AUTH_DISABLED=true, not both")
+    return None
+
+
 def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) -> Litestar:
-    """Build the producer app; it connects to NATS and provisions streams at start-up."""
+    """Build the producer app; it connects to NATS and provisions streams at start-up.
+
+    Raises:
+        AuthConfigError: the API tokens are missing or malformed (see ``_authenticator``).
+    """
     catalog = catalog or load_catalog(settings.common.catalog)
+    auth = _authenticator(settings)
 
     async def on_startup(app: Litestar) -> None:
+        if auth is None:
+            log.warning(
+                "authentication is DISABLED (JETQUEUE_PRODUCER_AUTH_DISABLED=true): anyone who reaches this port "
+                "can enqueue, cancel and change recurring jobs; for local development only"
+            )
         telemetry.setup_tracing("jetqueue-producer")
         nc, _js = await connect_and_check(settings.common, name="jetqueue-producer", catalog=catalog)
         client = JobClient(nc, catalog)
@@ -312,10 +502,12 @@ def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) ->
             except Exception as close_exc:  # the socket is already gone
                 log.warning("NATS close at shutdown failed: %s", close_exc)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
+            allowed_methods,  # first, so Litestar makes no OPTIONS handler of its own on these paths
             enqueue,
-            enqueue_bulk,
+            # a bulk body holds many jobs; every other body holds one
+            Router("/", route_handlers=[enqueue_bulk], request_max_body_size=settings.max_bulk_body_bytes),
             job_status,
             cancel_job,
             put_schedule,
@@ -328,8 +520,49 @@ def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) ->
         ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        state=State({"settings": settings, "catalog": catalog, "metrics": Metrics()}),
-        exception_handlers={JetqueueError: _handle_jetqueue, Exception: _handle_unexpected},
-        openapi_config=OpenAPIConfig(title="jetqueue producer", version=__version__, path="/schema"),
+        state=State({"settings": settings, "catalog": catalog, "metrics": Metrics(), "auth": auth}),
+        exception_handlers={
+            JetqueueError: _handle_jetqueue,
+            AuthRefused: _handle_auth,
+            RequestEntityTooLarge: _handle_too_large,
+            Exception: _handle_unexpected,
+        },
+        request_max_body_size=settings.max_job_bytes,
+        # strict: a JSON true is not the number 1 (pydantic's lax mode would take it)
+        plugins=[PydanticContractPlugin(), PydanticInitPlugin(validate_strict=True)],
+        openapi_config=OpenAPIConfig(
+            title="jetqueue producer",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="an API token from JETQUEUE_PRODUCER_TOKENS (name:scopes:secret)",
+                    )
+                }
+            ),
+        ),
         debug=False,
     )
+    _name_the_queues(app.openapi_schema, catalog.names)
+    return app
+
+
+def _name_the_queues(document: OpenAPI, queues: list[str]) -> None:
+    """State the catalog's queues as the values of every queue path segment.
+
+    The handlers are shared by every app, so their parameters cannot carry one
+    app's catalog; the document (built once, then served as is) can. An
+    unknown queue is still answered with a 404.
+    """
+    queue_schema = Schema(type=OpenAPIType.STRING, enum=sorted(queues), description="a queue of the catalog")
+    for item in (document.paths or {}).values():
+        for method in ("post", "put", "delete"):
+            operation: Operation | None = getattr(item, method)
+            for param in (operation.parameters or []) if operation else []:
+                if not isinstance(param, OpenAPIParameter) or param.param_in != "path":
+                    continue
+                if param.name == "queue" or (method == "post" and param.name == "queue_or_job_id"):
+                    param.schema = queue_schema
