@@ -167,8 +167,10 @@ async def test_a_worker_whose_connection_is_closed_for_good_exits_non_zero(
         exit_code=code,
         exited_after_s=round(time.monotonic() - revoked, 1) if gone is not None else f">{EXIT_BOUND_S}",
         server_closed_it="authentication error" in node.log_tail(200),
+        traceback_in_log="Traceback" in worker.log(),
     )
-    assert gone is not None and code not in (None, 0), text
+    assert gone is not None and code == 70, text  # EX_SOFTWARE: the worker's own "cannot go on"
+    assert "Traceback" not in worker.log(), text
 
 
 def _http_status(port: int, path: str) -> int | None:

@@ -38,13 +38,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         app = create_app(settings)
+    except JetqueueError as exc:
+        print(f"jetqueue-worker: {exc}", file=sys.stderr)
+        return 1
+    state = app.jq  # type: ignore[attr-defined]
+    try:
         asyncio.run(app.run())
     except JetqueueError as exc:
         print(f"jetqueue-worker: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
-    return int(app.jq["exit_code"])  # type: ignore[attr-defined]
+    except Exception:
+        if not state["exit_code"]:
+            raise
+        # FastStream's own shutdown fails on the dead connection; the reason was logged already.
+    if state["exit_code"]:
+        print(f"jetqueue-worker: {state['reason']}; exiting with {state['exit_code']}", file=sys.stderr)
+    return int(state["exit_code"])
 
 
 if __name__ == "__main__":

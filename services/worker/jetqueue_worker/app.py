@@ -104,11 +104,12 @@ def create_app(
     app = FastStream(broker)
     holder: dict[str, Any] = {}
     metrics = WorkerMetrics()
-    app_state: dict[str, Any] = {"exit_code": 0}
+    app_state: dict[str, Any] = {"exit_code": 0, "reason": ""}
     app.jq = app_state  # type: ignore[attr-defined]
 
     def fatal(reason: str) -> None:
         app_state["exit_code"] = 70  # EX_SOFTWARE: restarted by Kubernetes or the local supervisor
+        app_state["reason"] = reason
         app.exit()
 
     @broker.subscriber(names.cancel_subject(spec.name))
