@@ -213,6 +213,7 @@ async def world(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'monitor.db'}",
         tokens=f"e2e:admin:{TEST_TOKEN}",
         users=",".join(f"{u}:{role}:{pw}" for u, (role, pw) in USERS.items()),
+        secure_cookies=False,  # the browser reaches the monitor over plain http on loopback
         sample_interval_s=0.5,
         failure_spike_min=2,
     )

@@ -35,6 +35,7 @@ async def monitor(
         database_url=database_url,
         tokens=TOKENS,
         users="ada:admin:pw-ada,vic:viewer:pw-vic",
+        secure_cookies=False,  # the test client speaks plain http: a Secure cookie would never come back
         sample_interval_s=0.5,
         offline_after_s=2,
         failure_spike_min=2,

@@ -244,12 +244,46 @@ async def test_event_batcher_retry_after_a_lost_ack_is_counted_once(nc: NatsClie
     assert await rollup(store) == (1, 0, 1, 1)
 
 
+# ---------------------------------------------------------------- a worker killed mid-job
+async def test_a_killed_delivery_arrives_as_its_own_stalled_attempt(nc: NatsClient, store: Store) -> None:
+    js = nc.jetstream()
+    t0 = now_ms() - 60_000
+    base = {"job_id": "kill-1", "queue": Q, "name": "welcome", "attempt": 1, "attempts": 3}
+    what = {"data": {"to": "x"}, "user_id": "u1", "enqueued_at": t0 - 50}
+    # the killed worker's batch never went out; the next worker's did, after ack_wait
+    rerun = [
+        {**base, **what, "type": "stalled", "worker": "w2", "delivery": 2, "ts": t0 + 30_000,
+         "error": "redelivered (delivery 2) after a worker lost its lease"},
+        {**base, "type": "started", "worker": "w2", "delivery": 2, "ts": t0 + 30_001},
+        {**base, "type": "completed", "worker": "w2", "delivery": 2, "ts": t0 + 30_400, "duration_ms": 399},
+    ]  # fmt: skip
+    await js.publish(names.events_subject(Q), batch(rerun), headers={"Nats-Msg-Id": "w2:1"})
+    async with ingesting(nc, store):
+        await eventually(lambda: all_acked(nc), timeout=15, what="events acked")
+    detail = await queries.job_detail(store, "kill-1", payloads=True)
+    assert detail is not None
+    assert [(a["attempt"], a["delivery"], a["status"], a["worker_id"]) for a in detail["attempts"]] == [
+        (1, 1, "stalled", None),
+        (1, 2, "completed", "w2"),
+    ]
+    assert "lost its lease" in detail["attempts"][0]["error"]
+    assert (detail["status"], detail["stalls"], detail["data"], detail["user_id"]) == (
+        "completed",
+        1,
+        {"to": "x"},
+        "u1",
+    )
+    assert detail["enqueued_at"] is not None
+
+
 # ---------------------------------------------------------------- database outage
 class TcpProxy:
     """A loopback TCP forwarder to PostgreSQL that can fail like the database going down.
 
     ``cut()`` stops listening (new connections are refused) and resets every open
-    connection; ``restore()`` listens again on the same port.
+    connection; ``restore()`` listens again on the same port. ``freeze()`` is the
+    nastier outage, a network that drops packets: connections stay open and new
+    ones are accepted, but nothing gets through until ``thaw()``.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -257,12 +291,15 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         try:
             up_r, up_w = await asyncio.open_connection(*self.target)
         except OSError:
@@ -274,6 +311,7 @@ class TcpProxy:
         async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(65536):
+                    await self._flowing.wait()
                     w.write(data)
                     await w.drain()
             except (ConnectionError, OSError):
@@ -295,6 +333,12 @@ class TcpProxy:
     async def restore(self) -> None:
         if self._server is None:
             await self.start()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
 
 class EngineFailure:
@@ -358,7 +402,9 @@ async def test_nothing_is_lost_across_a_database_outage(
         ids = [(await client.enqueue(Q, "during-outage", {"n": i})).job_id for i in range(n)]
         # every job ran and its records are in JetStream (started + completed per job)
         await eventually(lambda: _true(worker.processed >= n + 1), timeout=30, what="jobs processed")
-        await eventually(lambda: _true(worker.events.published >= 2 * (n + 1)), timeout=10, what="records sent")
+        await eventually(
+            lambda: _true(worker.settler.records_published >= 2 * (n + 1)), timeout=10, what="records sent"
+        )
         errors_at = ingestor.stats.db_errors
         await eventually(lambda: _true(ingestor.stats.db_errors >= errors_at + 2), timeout=10, what="ingest retried")
         assert await count(checker, Job, Job.job_id.in_(ids)) == 0, "rows were written during the outage"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -152,3 +153,100 @@ async def test_audit_ingest_is_idempotent_by_sequence(store: Store) -> None:
     await store.insert_audit(r, source_seq=7)
     async with store.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(AuditLog))).scalar_one() == 1
+
+
+# ---------------------------------------------------------------- a worker killed mid-job
+async def _runs(store: Store, job_id: str) -> list[tuple[int, int, str, str | None, str | None]]:
+    """(attempt, delivery, status, worker, error type) of each run of a job."""
+    async with store.sessions() as s:
+        rows = (
+            await s.execute(
+                select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.attempt, JobAttempt.delivery)
+            )
+        ).scalars()
+        return [(r.attempt, r.delivery, r.status, r.worker_id, r.error_type) for r in rows]
+
+
+def killed(job: str, *, with_start: bool = True) -> list[dict[str, Any]]:
+    """Worker w-dead is SIGKILLed running attempt 1; after ack_wait the broker hands it to w2 (delivery 2)."""
+    what = {"data": {"to": "x"}, "user_id": "u1", "enqueued_at": 900}
+    dead = [rec("started", 1000, job=job, worker="w-dead", delivery=1, **what)] if with_start else []
+    return [
+        *dead,
+        rec("stalled", 31_000, job=job, worker="w2", delivery=2, error="redelivered (delivery 2)", **what),
+        rec("started", 31_001, job=job, worker="w2", delivery=2),
+        rec("completed", 31_500, job=job, worker="w2", delivery=2, duration_ms=499, result={"ok": True}),
+    ]
+
+
+@pytest.mark.parametrize("dead_last", [False, True])
+async def test_the_killed_delivery_stays_as_a_stalled_attempt(store: Store, dead_last: bool) -> None:
+    records = killed("k1")
+    if dead_last:  # the dead worker's last batch reaches the monitor after the rerun's
+        await store.apply_records(records[1:])
+        await store.apply_records(records[:1])
+    else:
+        await store.apply_records(records)
+    await store.apply_records(records)  # and everything once more: nothing changes
+    assert await _runs(store, "k1") == [(1, 1, "stalled", "w-dead", "Stalled"), (1, 2, "completed", "w2", None)]
+    job = await _job(store, "k1")
+    assert (job.status, job.attempts_made, job.stalls, job.worker_id) == ("completed", 1, 1, "w2")
+
+
+async def test_a_stalled_record_fills_in_what_the_lost_start_carried(store: Store) -> None:
+    await store.apply_records(killed("k2", with_start=False))
+    assert await _runs(store, "k2") == [(1, 1, "stalled", None, "Stalled"), (1, 2, "completed", "w2", None)]
+    job = await _job(store, "k2")
+    assert (job.data, job.user_id, job.enqueued_at is not None) == ({"to": "x"}, "u1", True)
+    assert job.enqueued_at.timestamp() == 0.9  # type: ignore[union-attr]
+
+
+async def test_a_stall_never_overwrites_an_outcome(store: Store) -> None:
+    # the first worker lost its lease (a long GC pause) yet finished: both runs happened
+    await store.apply_records(
+        [
+            rec("started", 1000, job="k3", worker="w-slow", delivery=1),
+            rec("completed", 40_000, job="k3", worker="w-slow", delivery=1, duration_ms=39_000),
+        ]
+    )
+    await store.apply_records(killed("k3", with_start=False)[:2])  # its stalled record arrives later
+    assert await _runs(store, "k3") == [(1, 1, "completed", "w-slow", None), (1, 2, "active", "w2", None)]
+
+
+def _beat(worker_id: str, ts: int) -> Heartbeat:
+    return Heartbeat(
+        worker_id=worker_id,
+        queue="email-send",
+        hostname="h",
+        pid=1,
+        version="0.1",
+        started_at=ts - 60_000,
+        active_jobs=1,
+        processed_jobs=0,
+        failed_jobs=0,
+        concurrency=4,
+        ts=ts,
+    )
+
+
+async def test_an_offline_worker_s_unfinished_attempts_are_stalled(store: Store) -> None:
+    now = int(time.time() * 1000)
+    await store.upsert_heartbeat(_beat("w-gone", now - 60_000))  # silent for a minute
+    await store.upsert_heartbeat(_beat("w-live", now))
+    await store.apply_records(
+        [
+            rec("started", now - 70_000, job="done", worker="w-gone"),
+            rec("completed", now - 69_000, job="done", worker="w-gone", duration_ms=1000),
+            rec("started", now - 65_000, job="hung", worker="w-gone"),
+            rec("started", now - 1000, job="busy", worker="w-live"),
+        ]
+    )
+    await store.refresh_worker_statuses(offline_after_s=30, degraded_ratio=0.3)
+    assert await _runs(store, "hung") == [(1, 1, "stalled", "w-gone", "Stalled")]
+    assert await _runs(store, "done") == [(1, 1, "completed", "w-gone", None)]
+    assert await _runs(store, "busy") == [(1, 1, "active", "w-live", None)]
+    async with store.sessions() as s:
+        hung = (await s.execute(select(JobAttempt).where(JobAttempt.job_id == "hung"))).scalar_one()
+    assert hung.finished_at is not None and hung.error == "the worker went offline while running it"
+    # the job itself runs again once the broker redelivers it; its row still says active
+    assert (await _job(store, "hung")).status == "active"

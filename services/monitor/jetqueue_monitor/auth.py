@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -16,6 +20,8 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+
+from jetqueue_monitor import audit
 
 
 class Role(IntEnum):
@@ -80,8 +86,62 @@ class Authenticator:
         return None
 
 
+class LoginLimiter:
+    """Failed logins per username and per client address in a sliding window, in memory.
+
+    Each replica counts its own: behind N replicas an attacker gets up to N
+    times the limits. A blocked attempt is not counted (the lockout ends when
+    the window frees, whatever the caller does meanwhile), and a successful
+    login clears its username's failures but not its address's, so one valid
+    account cannot reset an address that guesses at others.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_user: int,
+        per_address: int,
+        window_s: float,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = {"user": per_user, "address": per_address}
+        self._window = window_s
+        # Bounded: a flood of made-up usernames evicts the oldest counters, never grows memory.
+        self._max_keys = max_keys
+        self._clock = clock
+        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    def retry_after(self, username: str, address: str) -> int:
+        """Seconds until ``username`` from ``address`` may try again (0: now)."""
+        now = self._clock()
+        wait = 0.0
+        for key in (("user", username), ("address", address)):
+            times = self._failures.get(key)
+            while times and times[0] <= now - self._window:
+                times.popleft()
+            if times is not None and len(times) >= self._limits[key[0]]:
+                wait = max(wait, times[0] + self._window - now)
+        return math.ceil(wait)
+
+    def failed(self, username: str, address: str) -> None:
+        now = self._clock()
+        for key in (("user", username), ("address", address)):
+            times = self._failures.get(key)
+            if times is None:
+                times = self._failures[key] = deque(maxlen=self._limits[key[0]])
+            times.append(now)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self._max_keys:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(("user", username), None)
+
+
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    # surrogatepass: a secret is caller input, and JSON can carry lone surrogates
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
@@ -124,21 +184,46 @@ def check_csrf(connection: ASGIConnection[Any, Any, Any, Any], p: Principal) -> 
         return
     expected = session_of(connection).get("csrf")
     given = connection.headers.get("x-csrf-token", "")
-    if not expected or not given or not hmac.compare_digest(str(expected), given):
+    # bytes: compare_digest refuses str with non-ASCII characters, and the header is caller input
+    if not expected or not given or not hmac.compare_digest(str(expected).encode(), given.encode()):
         raise PermissionDeniedException("CSRF token missing or invalid (send the X-CSRF-Token from login)")
 
 
 def require(role: Role) -> Any:
-    """A Litestar guard: 401 without credentials, 403 below ``role``."""
+    """A Litestar guard: 401 without credentials, 403 below ``role``.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    A route whose ``opt`` names an audit ``action`` gets an audit record for each 403.
+    """
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         p = principal_of(connection)
-        if p.role < role:
-            raise PermissionDeniedException(f"{role.name.lower()} role required (you are {p.role_name})")
-        check_csrf(connection, p)
+        try:
+            if p.role < role:
+                raise PermissionDeniedException(f"{role.name.lower()} role required (you are {p.role_name})")
+            check_csrf(connection, p)
+        except PermissionDeniedException as exc:
+            if handler.opt.get("action"):
+                await audit_refused(connection, p, handler.opt["action"], str(exc.detail))
+            raise
 
     guard.__name__ = f"require_{role.name.lower()}"
     return guard
+
+
+async def audit_refused(connection: ASGIConnection[Any, Any, Any, Any], p: Principal, action: str, why: str) -> None:
+    """Audit a 403 on a control route: its queue (path ``name``) or job (path ``job_id``)."""
+    params = connection.path_params
+    entity = ("QUEUE", params["name"]) if "name" in params else ("JOB", str(params.get("job_id", "")))
+    await audit.refusal(
+        connection.app.state,
+        actor=p.name,
+        role=p.role_name,
+        action=action,
+        entity_type=entity[0],
+        entity_id=entity[1],
+        error=why,
+        params={"method": connection.scope.get("method", ""), "path": connection.url.path},
+    )
 
 
 viewer = require(Role.VIEWER)

@@ -187,7 +187,7 @@ class MonitorMetrics:
     def refresh(
         self,
         snap: Snapshot,
-        workers: list[tuple[str, str, int]],
+        workers: list[tuple[str, str, int]] | None,
         ingest: Any | None,
         *,
         lost_workers: dict[str, int] | None = None,
@@ -216,14 +216,18 @@ class MonitorMetrics:
         if self._last_sample_at:
             self.last_sample.set(self._last_sample_at)
         # Every sampled queue gets every status (0 when none): "no worker online" is a 0 to
-        # alert and graph on, not a missing series.
-        self.workers.clear()
-        for name in snap.queues:
-            for known in WorkerStatus:
-                self.workers.labels(name, known.value).set(0)
-            self.workers_lost.labels(name).set((lost_workers or {}).get(name, 0))
-        for queue, status, n in workers:
-            self.workers.labels(queue, status).set(n)
+        # alert and graph on, not a missing series. Without worker counts (the database is
+        # down) the worker gauges keep their last values.
+        if workers is not None:
+            self.workers.clear()
+            for name in snap.queues:
+                for known in WorkerStatus:
+                    self.workers.labels(name, known.value).set(0)
+            for queue, status, n in workers:
+                self.workers.labels(queue, status).set(n)
+        if lost_workers is not None:
+            for name in snap.queues:
+                self.workers_lost.labels(name).set(lost_workers.get(name, 0))
         if nats_connected is not None:
             self.nats_connected.set(1 if nats_connected else 0)
         if ingest is not None:

@@ -391,7 +391,13 @@ async def job_detail(store: Store, job_id: str, *, payloads: bool) -> dict[str, 
         if job is None:
             return None
         attempts = (
-            (await s.execute(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.attempt)))
+            (
+                await s.execute(
+                    select(JobAttempt)
+                    .where(JobAttempt.job_id == job_id)
+                    .order_by(JobAttempt.attempt, JobAttempt.delivery)
+                )
+            )
             .scalars()
             .all()
         )
@@ -399,6 +405,7 @@ async def job_detail(store: Store, job_id: str, *, payloads: bool) -> dict[str, 
     d["attempts"] = [
         {
             "attempt": a.attempt,
+            "delivery": a.delivery,
             "status": a.status,
             "worker_id": a.worker_id,
             "started_at": iso(a.started_at),

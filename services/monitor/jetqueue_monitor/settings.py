@@ -26,7 +26,15 @@ class MonitorSettings(BaseSettings):
         default_factory=lambda: secrets.token_hex(32),
         description="signs session cookies (set it, or sessions end at restart)",
     )
-    secure_cookies: bool = Field(default=False, description="mark cookies Secure (behind HTTPS)")
+    secure_cookies: bool = Field(
+        default=True, description="mark cookies Secure: browsers send them over HTTPS only (false for plain-http dev)"
+    )
+    # Login throttling, per replica (in memory): failures in a sliding window, then 429.
+    login_max_failures: int = Field(default=5, ge=1, description="failed logins per username within the window")
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="failed logins per client address within the window (any usernames)"
+    )
+    login_window_s: float = Field(default=300.0, gt=0, description="the window the login failures are counted in")
     viewer_sees_payloads: bool = Field(default=False, description="whether viewers see job data and results")
     # Rules.
     offline_after_s: float = Field(default=30.0, gt=0)
@@ -40,6 +48,11 @@ class MonitorSettings(BaseSettings):
     backlog_surge_min: int = Field(default=100, ge=1)
     failure_spike_ratio: float = Field(default=0.2, gt=0, le=1, description="failed share of the last 15 min")
     failure_spike_min: int = Field(default=10, ge=1)
+    # Database timeouts: during an outage a request answers 503 within seconds instead of hanging.
+    db_connect_timeout_s: float = Field(default=3.0, gt=0, description="PostgreSQL connect timeout")
+    db_statement_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL per-statement timeout")
+    db_pool_timeout_s: float = Field(default=3.0, gt=0, description="wait for a free pooled connection")
+    health_timeout_s: float = Field(default=2.0, gt=0, description="/health gives up on the database after this")
     drain_token_ttl_s: float = Field(default=300.0, gt=0)
     ingest: bool = Field(default=True, description="consume events/heartbeats (off for read-only replicas)")
     log_level: str = "INFO"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,7 +157,7 @@ class Store:
         if not by_job:
             return 0
         existing = {j.job_id: j for j in (await s.execute(select(Job).where(Job.job_id.in_(list(by_job))))).scalars()}
-        attempt_rows: dict[tuple[str, int], dict[str, Any]] = {}
+        attempt_rows: dict[tuple[str, int, int], dict[str, Any]] = {}
         for job_id, recs in by_job.items():
             recs.sort(key=lambda r: (r.get("ts", 0), _ORDER.get(r["type"], 5)))
             job = existing.get(job_id)
@@ -240,16 +239,22 @@ class Store:
         row.duration_sum_ms, row.duration_count, row.hist = cur["sum"], cur["count"], cur["hist"]
         row.last_finished_at = cur["last"]
 
-    def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int], dict[str, Any]]) -> None:
+    def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int, int], dict[str, Any]]) -> None:
         ts = int(r.get("ts") or 0)
         kind = r["type"]
         attempt = int(r.get("attempt") or 1)
-        key = (job.job_id, attempt)
-        row = attempts.setdefault(key, {"job_id": job.job_id, "attempt": attempt, "queue": job.queue})
+        delivery = max(int(r.get("delivery") or 1), 1)
+        row = _attempt_row(attempts, job, attempt, delivery)
         if kind in ("started", "stalled"):
             row.setdefault("status", "active")
             row["worker_id"] = r.get("worker")
             row.setdefault("started_at", ms_to_dt(ts))
+            if kind == "stalled" and delivery > 1:
+                # Sent by the worker that got the job again: the delivery before died (or lost its
+                # lease) mid-run. It keeps a row of its own, so this run does not overwrite it.
+                dead = _attempt_row(attempts, job, attempt, delivery - 1)
+                if dead.get("status", "active") == "active":
+                    dead.update(status="stalled", finished_at=ms_to_dt(ts), error=r.get("error"), error_type="Stalled")
         elif kind != "progress":
             row["status"] = {"retrying": "failed"}.get(kind, kind)
             row["finished_at"] = ms_to_dt(ts)
@@ -257,6 +262,15 @@ class Store:
             row["error"] = r.get("error")
             row["error_type"] = r.get("error_type")
             row["worker_id"] = r.get("worker")
+        # What the job is (not how it is doing) is filled in by whichever record brings it, in any
+        # order: the started record of a worker that died may never arrive, and the stalled record
+        # of the next one carries the same.
+        if "data" in r and job.data is None:
+            job.data = r["data"]
+        if r.get("user_id") and not job.user_id:
+            job.user_id = str(r["user_id"])
+        if r.get("enqueued_at") and job.enqueued_at is None:
+            job.enqueued_at = ms_to_dt(r["enqueued_at"])
         if ts < job.last_event_ms:
             return  # older than what the row reflects (a re-delivery, or late)
         if ts == job.last_event_ms and job.status in TERMINAL and kind not in TERMINAL:
@@ -270,14 +284,8 @@ class Store:
             job.max_attempts = int(r["attempts"])
         if r.get("worker"):
             job.worker_id = str(r["worker"])
-        if "data" in r:
-            job.data = r["data"]
         if r.get("artifacts"):
             job.artifacts = r["artifacts"]
-        if r.get("user_id"):
-            job.user_id = str(r["user_id"])
-        if r.get("enqueued_at"):
-            job.enqueued_at = ms_to_dt(r["enqueued_at"])
         if kind == "started":
             job.started_at = ms_to_dt(ts)
             job.progress = job.progress if attempt == job.attempts_made and job.progress else None
@@ -303,7 +311,8 @@ class Store:
         for row in rows:
             values = {"status": "active", **row}
             stmt = self._insert(JobAttempt).values(**values)
-            # Finished outcomes win over "active"; started_at keeps its first value.
+            # Finished outcomes win over "active" and "stalled" (a worker that lost its lease may
+            # still have finished); "stalled" wins over "active" only; started_at keeps its first value.
             set_: dict[str, Any] = {}
             for c in cols:
                 if c not in row:
@@ -312,12 +321,15 @@ class Store:
                     set_[c] = func.coalesce(JobAttempt.started_at, stmt.excluded.started_at)
                 elif c == "status" and row.get("status") == "active":
                     continue
+                elif row.get("status") == "stalled" and c in ("status", "finished_at", "error", "error_type"):
+                    set_[c] = case((JobAttempt.status == "active", stmt.excluded[c]), else_=getattr(JobAttempt, c))
                 else:
                     set_[c] = stmt.excluded[c]
+            key = ["job_id", "attempt", "delivery"]
             stmt = (
-                stmt.on_conflict_do_update(index_elements=["job_id", "attempt"], set_=set_)
+                stmt.on_conflict_do_update(index_elements=key, set_=set_)
                 if set_
-                else (stmt.on_conflict_do_nothing(index_elements=["job_id", "attempt"]))
+                else stmt.on_conflict_do_nothing(index_elements=key)
             )
             await s.execute(stmt)
 
@@ -379,6 +391,11 @@ class Store:
         async with self.sessions.begin() as s:
             await s.execute(stmt)
 
+    async def ping(self) -> None:
+        """Raise unless the database answers (a statement bounded by the engine's timeouts)."""
+        async with self.engine.connect() as c:
+            await c.exec_driver_sql("SELECT 1")
+
     async def insert_samples(self, samples: Iterable[dict[str, Any]]) -> None:
         rows = list(samples)
         if rows:
@@ -387,7 +404,11 @@ class Store:
 
     # ------------------------------------------------------- housekeeping
     async def refresh_worker_statuses(self, *, offline_after_s: float, degraded_ratio: float, window: int = 20) -> None:
-        """OFFLINE after silence; DEGRADED when >= ratio of its recent finished jobs failed."""
+        """OFFLINE after silence; DEGRADED when >= ratio of its recent finished jobs failed.
+
+        What an OFFLINE worker still had running is marked stalled: it runs nothing
+        any more, and the broker hands those jobs to another worker after ack_wait.
+        """
         now = utcnow()
         cutoff = now - timedelta(seconds=offline_after_s)
         async with self.sessions.begin() as s:
@@ -395,6 +416,22 @@ class Store:
                 update(WorkerHeartbeat)
                 .where(WorkerHeartbeat.last_heartbeat < cutoff, WorkerHeartbeat.status != WorkerStatus.OFFLINE.value)
                 .values(status=WorkerStatus.OFFLINE.value, updated_at=now)
+            )
+            offline = select(WorkerHeartbeat.worker_id).where(WorkerHeartbeat.status == WorkerStatus.OFFLINE.value)
+            # finished_at IS NULL: the few unfinished attempts, through their partial index (migration 0005)
+            await s.execute(
+                update(JobAttempt)
+                .where(
+                    JobAttempt.finished_at.is_(None),
+                    JobAttempt.status == "active",
+                    JobAttempt.worker_id.in_(offline),
+                )
+                .values(
+                    status="stalled",
+                    finished_at=now,
+                    error="the worker went offline while running it",
+                    error_type="Stalled",
+                )
             )
             live = (
                 (await s.execute(select(WorkerHeartbeat).where(WorkerHeartbeat.status != WorkerStatus.OFFLINE.value)))
@@ -458,6 +495,16 @@ async def _finished_filter(queue: str, status: str, older_than_s: float) -> Any:
     return and_(Job.queue == queue, Job.status == status, Job.finished_at <= cutoff)
 
 
+def _attempt_row(
+    rows: dict[tuple[str, int, int], dict[str, Any]], job: Job, attempt: int, delivery: int
+) -> dict[str, Any]:
+    """The pending upsert of one delivery of one attempt (created empty)."""
+    return rows.setdefault(
+        (job.job_id, attempt, delivery),
+        {"job_id": job.job_id, "attempt": attempt, "delivery": delivery, "queue": job.queue},
+    )
+
+
 _ORDER = {"started": 0, "stalled": 0, "progress": 1, "retrying": 2, "completed": 3, "failed": 3, "cancelled": 3}
 
 
@@ -473,19 +520,24 @@ class JobFilter:
     q: str | None = None
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Any stored job id (no NUL: the API refuses it in a query) after the creation time.
+CURSOR_PATTERN = r"^([0-9]{1,16})\.([^\x00]{1,128})$"
+CURSOR_RE = re.compile(CURSOR_PATTERN)
+
+
 def encode_cursor(created_at: datetime, job_id: str) -> str:
-    raw = json.dumps([_aware(created_at).isoformat(), job_id])  # type: ignore[union-attr]
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    """``<created_at in µs since 1970>.<job_id>``: every string of that shape is a valid cursor, so the
+    API can state it as a pattern (an opaque encoding would accept strings it then refuses)."""
+    return f"{(_aware(created_at) - EPOCH) // timedelta(microseconds=1)}.{job_id}"  # type: ignore[operator]
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Raises ValueError on a cursor this service did not make."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except Exception as exc:
-        raise ValueError("invalid cursor") from exc
+    m = CURSOR_RE.fullmatch(cursor)
+    if m is None:
+        raise ValueError("invalid cursor")
+    return EPOCH + timedelta(microseconds=int(m.group(1))), m.group(2)
 
 
 def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "sqlite") -> Select[Any]:

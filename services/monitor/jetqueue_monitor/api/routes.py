@@ -16,46 +16,77 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from jetqueue import artifacts
 from jetqueue.control import Controller as Control
 from jetqueue.control import queue_info
-from jetqueue.errors import JetqueueError, JobNotFound, UnknownQueue
+from jetqueue.errors import JobNotFound, NatsUnavailable, UnknownQueue
 from jetqueue_monitor import queries
-from jetqueue_monitor.auth import Principal, Role, admin, operator, principal_of, viewer
-from jetqueue_monitor.store import JobFilter, decode_cursor
+from jetqueue_monitor.api.spec import (
+    DB_UNAVAILABLE,
+    NO_NUL,
+    RETRY_AFTER_S,
+    SECURITY,
+    ArtifactName,
+    JobId,
+    JobStatus,
+    OptionalQueueName,
+    QueueName,
+    Text40,
+    Text200,
+    Timestamp,
+    errors,
+    parse_timestamp,
+    utf8,
+)
+from jetqueue_monitor.auth import Principal, Role, admin, audit_refused, operator, principal_of, viewer
+from jetqueue_monitor.db.engine import is_unavailable
+from jetqueue_monitor.store import CURSOR_PATTERN, JobFilter, decode_cursor
 from jetqueue_monitor.summary import summarize
 
-Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="at most this many items")]
+Cursor = Annotated[str | None, QueryParameter(pattern=CURSOR_PATTERN, description="the next_cursor of the page before")]
+# A reason lands in the audit log; bounded, and without NUL (PostgreSQL text cannot hold it).
+Reason = Annotated[str | None, Field(max_length=500, pattern=NO_NUL), AfterValidator(utf8)]
+
+
+def _rfc3339(value: Any) -> Any:
+    """Bodies are read strictly, which takes no string for a datetime: an RFC 3339 one is parsed here."""
+    return parse_timestamp(value) if isinstance(value, str) else value
 
 
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    until: datetime | None = Field(default=None, description="auto-resume time (RFC 3339 with zone)")
-    reason: str | None = Field(default=None, max_length=500)
+    until: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
+        default=None, description="auto-resume time (RFC 3339 with a time zone), in the future"
+    )
+    reason: Reason = None
 
 
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Reason = None
 
 
 class DangerIn(BaseModel):
     """First call: no token → the impact and a token. Second call: token + the typed word."""
 
     model_config = ConfigDict(extra="forbid")
-    token: str | None = None
-    confirm: str | None = Field(default=None, description="type DRAIN (or CLEAN) to execute")
-    reason: str | None = Field(default=None, max_length=500)
-    include_delayed: bool = False
+    token: str | None = Field(
+        default=None, max_length=2000, pattern=r"^[A-Za-z0-9_.\-]*$", description="the token the first call returned"
+    )
+    confirm: str | None = Field(default=None, max_length=20, description="type DRAIN (or CLEAN) to execute")
+    reason: Reason = None
+    include_delayed: bool = Field(default=False, description="drain: remove delayed jobs too")
 
 
 class CleanIn(DangerIn):
     state: Literal["failed", "completed"] = "failed"
-    older_than_s: float = Field(default=0, ge=0, le=10 * 365 * 86400)
+    older_than_s: float = Field(default=0, ge=0, le=10 * 365 * 86400, description="only records older than this")
 
 
 def _principal(request: Request[Any, Any, Any]) -> Principal:
@@ -70,8 +101,15 @@ def _payloads(request: Request[Any, Any, Any]) -> bool:
 def _control(state: State) -> Control:
     ctl: Control | None = state.get("control")
     if ctl is None:
-        raise JetqueueError("not connected to NATS")
+        raise NatsUnavailable("not connected to NATS")
     return ctl
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return parse_timestamp(value) if value is not None else None
+    except ValueError as exc:
+        raise ValidationException(str(exc)) from exc
 
 
 def _sign(state: State, payload: dict[str, Any]) -> str:
@@ -83,7 +121,8 @@ def _sign(state: State, payload: dict[str, Any]) -> str:
 def _verify(state: State, token: str) -> dict[str, Any]:
     raw, _, sig = token.partition(".")
     good = hmac.new(state.settings.session_secret.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
-    if not sig or not hmac.compare_digest(sig, good):
+    # bytes: compare_digest refuses str with non-ASCII characters, and a token is caller input
+    if not sig or not hmac.compare_digest(sig.encode(), good.encode()):
         raise PermissionDeniedException("confirmation token is invalid")
     payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     if payload.get("exp", 0) < time.time():
@@ -121,42 +160,82 @@ async def _danger(
                 "en": f"This cannot be undone. {affected} job(s) will be removed.",
             },
         }
-    claims = _verify(state, body.token)
-    if claims.get("a") != action or claims.get("q") != queue or claims.get("u") != p.name:
-        raise PermissionDeniedException("confirmation token was issued for another action, queue or user")
+    try:
+        claims = _verify(state, body.token)
+        if claims.get("a") != action or claims.get("q") != queue or claims.get("u") != p.name:
+            raise PermissionDeniedException("confirmation token was issued for another action, queue or user")
+    except PermissionDeniedException as exc:
+        await audit_refused(request, p, request.route_handler.opt["action"], str(exc.detail))
+        raise
     if body.confirm != word:
         raise ValidationException(f"type {word} to confirm")
     return None
 
 
+# The file comes as the type it was attached with (one of artifacts.ALLOWED_TYPES).
+ARTIFACT_RESPONSE = ResponseSpec(
+    data_container=bytes,
+    media_type="*/*",
+    description="the file, sandboxed by its Content-Security-Policy",
+    generate_examples=False,
+)
+
+
 class MonitorController(Controller):
+    """The Worker Monitor API.
+
+    Every route needs a role. Reads that need the database answer 503 with
+    ``Retry-After`` while it is unavailable, and so do the control actions that
+    need it (clean); the others act on NATS alone and keep working.
+    """
+
     path = "/admin/worker-monitor"
     tags = ["worker-monitor"]  # noqa: RUF012 (Litestar reads it as an instance attribute)
+    security = SECURITY
 
-    @get("/overview", guards=[viewer], summary="KPIs and current incidents")
+    @get("/overview", guards=[viewer], summary="KPIs and current incidents", responses=errors(401, 503))
     async def overview(self, state: State) -> dict[str, Any]:
         return await queries.overview(state.store, state.sampler.snapshot, state.settings, state.catalog)
 
-    @get("/queues", guards=[viewer], summary="Queues with status and counts")
+    @get("/queues", guards=[viewer], summary="Queues with status and counts", responses=errors(401, 503))
     async def queues(self, state: State) -> list[dict[str, Any]]:
         return await queries.queues(state.store, state.sampler.snapshot, state.settings, state.catalog)
 
-    @get("/queues/{name:str}", guards=[viewer], summary="One queue: trend, top errors, incidents")
-    async def queue(self, name: FromPath[str], state: State) -> dict[str, Any]:
+    @get(
+        "/queues/{name:str}",
+        guards=[viewer],
+        summary="One queue: trend, top errors, incidents",
+        responses=errors(401, 404, 503),
+    )
+    async def queue(self, name: QueueName, state: State) -> dict[str, Any]:
         return await queries.queue_detail(state.store, state.sampler.snapshot, state.settings, state.catalog, name)
 
-    @post("/queues/{name:str}/pause", guards=[operator], status_code=200, summary="Pause (optionally until)")
+    @post(
+        "/queues/{name:str}/pause",
+        guards=[operator],
+        status_code=200,
+        summary="Pause (optionally until)",
+        responses=errors(401, 403, 404, 503),
+        opt={"action": "QUEUE_PAUSE"},
+    )
     async def pause(
-        self, name: FromPath[str], data: JSONBody[PauseIn], request: Request[Any, Any, Any], state: State
+        self, name: QueueName, data: JSONBody[PauseIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         p = _principal(request)
         res = await _control(state).pause(name, actor=p.name, role=p.role_name, until=data.until, reason=data.reason)
         await state.sampler.sample_once(persist=False)
         return res
 
-    @post("/queues/{name:str}/resume", guards=[operator], status_code=200, summary="Resume")
+    @post(
+        "/queues/{name:str}/resume",
+        guards=[operator],
+        status_code=200,
+        summary="Resume",
+        responses=errors(401, 403, 404, 503),
+        opt={"action": "QUEUE_RESUME"},
+    )
     async def resume(
-        self, name: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+        self, name: QueueName, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         p = _principal(request)
         res = await _control(state).resume(name, actor=p.name, role=p.role_name, reason=data.reason)
@@ -168,9 +247,11 @@ class MonitorController(Controller):
         guards=[operator],
         status_code=200,
         summary="Move the queue's dead-lettered jobs back to waiting",
+        responses=errors(401, 403, 404, 503),
+        opt={"action": "QUEUE_RETRY_FAILED"},
     )
     async def retry_failed(
-        self, name: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+        self, name: QueueName, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         p = _principal(request)
         return await _control(state).retry_failed(name, actor=p.name, role=p.role_name, reason=data.reason)
@@ -180,9 +261,11 @@ class MonitorController(Controller):
         guards=[admin],
         status_code=200,
         summary="Remove waiting jobs (two steps: token, then token + DRAIN)",
+        responses=errors(401, 403, 404, 503),
+        opt={"action": "QUEUE_DRAIN"},
     )
     async def drain(
-        self, name: FromPath[str], data: JSONBody[DangerIn], request: Request[Any, Any, Any], state: State
+        self, name: QueueName, data: JSONBody[DangerIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         spec = state.catalog.get(name)
         info = await queue_info(_control(state).js, spec)
@@ -202,12 +285,16 @@ class MonitorController(Controller):
         guards=[admin],
         status_code=200,
         summary="Delete failed (dead-lettered) or completed job records older than an age (two steps)",
+        responses=errors(401, 403, 404, 503),
+        opt={"action": "QUEUE_CLEAN"},
     )
     async def clean(
-        self, name: FromPath[str], data: JSONBody[CleanIn], request: Request[Any, Any, Any], state: State
+        self, name: QueueName, data: JSONBody[CleanIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         spec = state.catalog.get(name)
         p = _principal(request)
+        # Both kinds delete job records too: with the database down, answer 503 before touching anything.
+        await state.store.ping()
         if data.state == "failed":
             affected = (await queue_info(_control(state).js, spec)).dead_lettered
         else:
@@ -239,37 +326,45 @@ class MonitorController(Controller):
         )
         return {"removed": removed}
 
-    @get("/jobs", guards=[viewer], summary="Jobs, newest first, with filters and a cursor")
+    @get(
+        "/jobs",
+        guards=[viewer],
+        summary="Jobs, newest first, with filters and a cursor",
+        responses=errors(401, 404, 503),
+    )
     async def jobs(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        queue: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
-        name: FromQuery[str | None] = None,
-        user_id: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        q: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
+        queue: OptionalQueueName = None,
+        status: FromQuery[JobStatus | None] = None,
+        name: Text200 = None,
+        user_id: Text200 = None,
+        since: Timestamp = None,
+        until: Timestamp = None,
+        q: Text200 = None,
+        cursor: Cursor = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
         if queue and queue not in state.catalog:
             raise UnknownQueue(queue)
-        if status and status not in ("scheduled", "waiting", "active", "completed", "failed", "cancelled"):
-            raise ValidationException(f"unknown status {status!r}")
         if cursor:
             try:
                 decode_cursor(cursor)
             except ValueError as exc:
                 raise ValidationException("invalid cursor") from exc
         f = JobFilter(
-            queue=queue, status=status, name=name, user_id=user_id, since=since, until=until, q=(q or None) and q[:200]
+            queue=queue, status=status, name=name, user_id=user_id, since=_time(since), until=_time(until), q=q or None
         )
         return await queries.list_jobs(state.store, f, cursor, limit, payloads=_payloads(request))
 
-    @get("/jobs/{job_id:str}", guards=[viewer], summary="One job: data, result, errors, attempts, summary")
-    async def job(self, job_id: FromPath[str], request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
+    @get(
+        "/jobs/{job_id:str}",
+        guards=[viewer],
+        summary="One job: data, result, errors, attempts, summary",
+        responses=errors(401, 404, 503),
+    )
+    async def job(self, job_id: JobId, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
         d = await queries.job_detail(state.store, job_id, payloads=_payloads(request))
         if d is None:
             # not started yet (or expired from the store): ask JetStream
@@ -296,9 +391,14 @@ class MonitorController(Controller):
         d["summary"] = summarize(d, state.catalog)
         return d
 
-    @get("/jobs/{job_id:str}/artifacts/{name:str}", guards=[viewer], summary="Download a file the job attached")
+    @get(
+        "/jobs/{job_id:str}/artifacts/{name:str}",
+        guards=[viewer],
+        summary="Download a file the job attached",
+        responses={200: ARTIFACT_RESPONSE, **errors(401, 403, 404, 503)},
+    )
     async def artifact(
-        self, job_id: FromPath[str], name: FromPath[str], request: Request[Any, Any, Any], state: State
+        self, job_id: JobId, name: ArtifactName, request: Request[Any, Any, Any], state: State
     ) -> Response[bytes]:
         if not _payloads(request):
             raise PermissionDeniedException("your role may not see job payloads or files")
@@ -315,54 +415,92 @@ class MonitorController(Controller):
         }
         return Response(data, media_type=content_type, headers=headers)
 
-    @post("/jobs/{job_id:str}/retry", guards=[operator], status_code=200, summary="Retry a dead-lettered job")
+    @post(
+        "/jobs/{job_id:str}/retry",
+        guards=[operator],
+        status_code=200,
+        summary="Retry a dead-lettered job",
+        responses=errors(401, 403, 404, 409, 503),
+        opt={"action": "JOB_RETRY"},
+    )
     async def retry_job(
-        self, job_id: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+        self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         p = _principal(request)
         return await _control(state).retry_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
 
-    @post("/jobs/{job_id:str}/cancel", guards=[operator], status_code=200, summary="Cancel a job")
+    @post(
+        "/jobs/{job_id:str}/cancel",
+        guards=[operator],
+        status_code=200,
+        summary="Cancel a job",
+        responses=errors(401, 403, 404, 409, 503),
+        opt={"action": "JOB_CANCEL"},
+    )
     async def cancel_job(
-        self, job_id: FromPath[str], data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+        self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         p = _principal(request)
         return await _control(state).cancel_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
 
-    @get("/workers", guards=[viewer], summary="Workers and their last heartbeat")
+    @get("/workers", guards=[viewer], summary="Workers and their last heartbeat", responses=errors(401, 503))
     async def workers(self, state: State) -> list[dict[str, Any]]:
         return await queries.list_workers(state.store)
 
-    @get("/audit", guards=[viewer], summary="Audit log, newest first")
+    @get("/audit", guards=[viewer], summary="Audit log, newest first", responses=errors(401, 503))
     async def audit(
         self,
         state: State,
-        actor: FromQuery[str | None] = None,
-        action: FromQuery[str | None] = None,
-        entity_id: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        before_id: FromQuery[int | None] = None,
+        actor: Text200 = None,
+        action: Text40 = None,
+        entity_id: Text200 = None,
+        since: Timestamp = None,
+        before_id: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
         return await queries.list_audit(
-            state.store, actor=actor, action=action, entity_id=entity_id, since=since, before_id=before_id, limit=limit
+            state.store,
+            actor=actor,
+            action=action,
+            entity_id=entity_id,
+            since=_time(since),
+            before_id=before_id,
+            limit=limit,
         )
 
-    @get("/stream", guards=[viewer], summary="Server-sent events: overview and queues every few seconds")
-    async def stream(self, state: State, interval_s: FromQuery[float] = 2.0) -> ServerSentEvent:
-        interval = min(max(interval_s, 0.5), 60.0)
+    @get(
+        "/stream",
+        guards=[viewer],
+        media_type="text/event-stream",
+        summary="Server-sent events: `update` (overview and queues) every interval; `unavailable` while the "
+        "database is down",
+        responses=errors(401, 503),
+    )
+    async def stream(
+        self, state: State, interval_s: Annotated[float, QueryParameter(ge=0.5, le=60.0)] = 2.0
+    ) -> ServerSentEvent:
+        async def update() -> dict[str, Any]:
+            snap = state.sampler.snapshot
+            ov = await queries.overview(state.store, snap, state.settings, state.catalog)
+            qs = await queries.queues(state.store, snap, state.settings, state.catalog)
+            data = {"overview": ov, "queues": qs, "ts": datetime.now(UTC).isoformat()}
+            return {"event": "update", "data": json.dumps(data, default=str)}
+
+        # The first event is read before the answer starts: a database outage at connect time is a 503.
+        first = await update()
 
         async def gen() -> AsyncIterator[dict[str, Any]]:
+            event = first
             while True:
-                snap = state.sampler.snapshot
-                ov = await queries.overview(state.store, snap, state.settings, state.catalog)
-                qs = await queries.queues(state.store, snap, state.settings, state.catalog)
-                yield {
-                    "event": "update",
-                    "data": json.dumps(
-                        {"overview": ov, "queues": qs, "ts": datetime.now(UTC).isoformat()}, default=str
-                    ),
-                }
-                await asyncio.sleep(interval)
+                yield event
+                await asyncio.sleep(interval_s)
+                try:
+                    event = await update()
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        raise
+                    # Mid-stream the status line is sent: say so in the stream, and keep trying.
+                    body = {"detail": DB_UNAVAILABLE, "retry_after_s": RETRY_AFTER_S}
+                    event = {"event": "unavailable", "data": json.dumps(body)}
 
         return ServerSentEvent(gen())

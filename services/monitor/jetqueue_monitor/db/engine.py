@@ -5,17 +5,34 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so ingest and API can share it."""
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    connect_timeout_s: float | None = None,
+    statement_timeout_s: float | None = None,
+    pool_timeout_s: float | None = None,
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so ingest and API can share it.
+
+    Args:
+        url: SQLAlchemy async URL.
+        echo: log every statement.
+        connect_timeout_s: PostgreSQL only: give up connecting after this (asyncpg waits 60 s).
+        statement_timeout_s: PostgreSQL only: give up on a statement after this (client side, so it
+            also ends a statement whose server went silent). None for migrations, which may run long.
+        pool_timeout_s: PostgreSQL only: give up waiting for a free pooled connection after this.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -30,7 +47,45 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             cur.close()
 
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    connect_args: dict[str, float] = {}
+    if connect_timeout_s is not None:
+        connect_args["timeout"] = connect_timeout_s
+    if statement_timeout_s is not None:
+        connect_args["command_timeout"] = statement_timeout_s
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout_s if pool_timeout_s is not None else 30.0,
+        connect_args=connect_args,
+    )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means the database cannot be reached or did not answer in time.
+
+    Such errors come in many shapes: SQLAlchemy's operational and pool errors,
+    a connection it invalidated, asyncpg's connection errors, and plain
+    ``OSError`` / ``TimeoutError`` from asyncpg's connect and its statement
+    timeout. Callers that also talk to NATS check its errors first (a NATS
+    timeout is an ``OSError`` as well).
+    """
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error,
+        exc.OperationalError
+        | exc.InterfaceError
+        | exc.DisconnectionError
+        | exc.TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | OSError,
+    )
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
@@ -54,14 +109,15 @@ async def migrate(engine: AsyncEngine) -> None:
         await conn.run_sync(run)
 
 
+async def migrate_url(url: str) -> None:
+    """Migrate the database at ``url`` on an engine of its own, without statement timeouts."""
+    engine = make_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
 def migrate_blocking(url: str) -> None:
     """``python -m jetqueue_monitor migrate``: for an init container or a deploy hook."""
-
-    async def main() -> None:
-        engine = make_engine(url)
-        try:
-            await migrate(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(main())
+    asyncio.run(migrate_url(url))

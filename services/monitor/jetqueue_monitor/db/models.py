@@ -118,13 +118,19 @@ class Job(Base):
 
 
 class JobAttempt(Base):
-    """One run of a job (attempt number, outcome, duration, error)."""
+    """One run of a job (attempt number, outcome, duration, error).
+
+    An attempt whose worker died is delivered again under the same attempt
+    number; ``delivery`` (the broker's delivery count) keeps each run apart:
+    the dead one stays as a ``stalled`` row.
+    """
 
     __tablename__ = "job_attempts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(128), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
+    delivery: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16))  # active, completed, failed, cancelled, stalled
     worker_id: Mapped[str | None] = mapped_column(String(200))
@@ -135,8 +141,15 @@ class JobAttempt(Base):
     error_type: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
-        UniqueConstraint("job_id", "attempt", name="uq_job_attempt"),
+        UniqueConstraint("job_id", "attempt", "delivery", name="uq_job_attempt_delivery"),
         Index("ix_job_attempts_worker_finished", "worker_id", "finished_at"),  # DEGRADED rule
+        # the few unfinished attempts, for marking an offline worker's as stalled
+        Index(
+            "ix_job_attempts_unfinished",
+            "worker_id",
+            postgresql_where=text("finished_at IS NULL"),
+            sqlite_where=text("finished_at IS NULL"),
+        ),
     )
 
 

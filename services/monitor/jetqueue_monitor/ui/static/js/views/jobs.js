@@ -47,7 +47,8 @@ function filterBar(ctx, p, types) {
     return h('label', { class: 'field', for: `f-${key}` }, h('span', {}, label), el);
   };
   const text = (key, label, attrs = {}) => {
-    const el = h('input', { id: `f-${key}`, class: 'input', 'data-filter': key, value: p[key] || '', autocomplete: 'off', ...attrs });
+    // maxlength: the API's bound for these filters (longer is a 400)
+    const el = h('input', { id: `f-${key}`, class: 'input', 'data-filter': key, value: p[key] || '', autocomplete: 'off', maxlength: '200', ...attrs });
     typed(el, key);
     return h('label', { class: 'field', for: `f-${key}` }, h('span', {}, label), el);
   };
@@ -59,7 +60,7 @@ function filterBar(ctx, p, types) {
   const form = h('form', { class: `filters${active || filtersOpen ? ' open' : ''}`, 'data-role': 'filters', role: 'search', onsubmit: (ev) => ev.preventDefault() },
     h('label', { class: 'field field-search', for: 'f-q' }, h('span', { class: 'sr-only' }, t('search')),
       h('input', {
-        id: 'f-q', type: 'search', class: 'input', 'data-filter': 'q', 'data-role': 'search', value: p.q || '',
+        id: 'f-q', type: 'search', class: 'input', 'data-filter': 'q', 'data-role': 'search', value: p.q || '', maxlength: '200',
         placeholder: `${t('search')}  ( / )`, autocomplete: 'off', enterkeyhint: 'search',
       })),
     select('queue', t('filter_queue'), queueOptions),

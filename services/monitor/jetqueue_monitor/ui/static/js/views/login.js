@@ -6,8 +6,8 @@ import { t, getLang, setLang } from '../i18n.js';
 
 export function loginView(onSignedIn) {
   const error = h('p', { class: 'form-error', role: 'alert', 'data-role': 'login-error' });
-  const user = h('input', { id: 'username', name: 'username', class: 'input', autocomplete: 'username', required: true, autofocus: true });
-  const pass = h('input', { id: 'password', name: 'password', type: 'password', class: 'input', autocomplete: 'current-password', required: true });
+  const user = h('input', { id: 'username', name: 'username', class: 'input', autocomplete: 'username', required: true, autofocus: true, maxlength: '200' });
+  const pass = h('input', { id: 'password', name: 'password', type: 'password', class: 'input', autocomplete: 'current-password', required: true, maxlength: '500' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block' }, t('login'));
   const langBtn = h('button', {
     type: 'button', class: 'btn btn-ghost', 'data-role': 'lang',
