@@ -42,7 +42,8 @@ def _schema_of(tp: Any) -> dict[str, Any]:
 
 def dataclass_schema(cls: type, *, required: tuple[str, ...] = (), title: str = "") -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    props = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)}
+    field_names = getattr(cls, "__struct_fields__", None) or [f.name for f in dataclasses.fields(cls)]
+    props = {name: _schema_of(hints[name]) for name in field_names if name != "v"}
     props["v"] = {"type": "integer", "const": SCHEMA_VERSION}
     out: dict[str, Any] = {"type": "object", "properties": props}
     if required:

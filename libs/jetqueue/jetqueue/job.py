@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from jetqueue import codec
 from jetqueue.catalog import Backoff, QueueSpec
@@ -182,9 +184,12 @@ class Envelope:
         )
 
 
-@dataclass(slots=True)
-class JobState:
-    """Last known state of a job, as kept in the ``jq-jobs`` bucket and returned by status."""
+class JobState(msgspec.Struct):
+    """Last known state of a job, as kept in the ``jq-jobs`` bucket and returned by status.
+
+    A msgspec struct: a worker writes one per job, and encoding it straight
+    costs about a tenth of building a dict first.
+    """
 
     id: str
     queue: str
@@ -195,7 +200,7 @@ class JobState:
     progress: float | None = None
     result: Any = None
     error: str | None = None
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = msgspec.field(default_factory=list)
     user_id: str | None = None
     enqueued_at: int | None = None
     started_at: int | None = None
@@ -203,27 +208,28 @@ class JobState:
     run_at: int | None = None
     worker: str | None = None
     data: Any = None
+    v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields, shallow (``dataclasses.asdict`` deep-copied every leaf: ~50 µs a state)."""
-        d = {k: getattr(self, k) for k in _STATE_FIELDS}
+        """All fields, shallow; ``state`` as its string."""
+        d = msgspec.structs.asdict(self)
         d["state"] = self.state.value
-        d["v"] = SCHEMA_VERSION
         return d
 
     def to_bytes(self) -> bytes:
-        return codec.encode(self.to_dict())
+        return codec.encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> JobState:
-        d = codec.decode(raw)
-        d.pop("v", None)
-        d["state"] = JobStatus(d["state"])
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """Parse a state record (unknown fields are ignored; numbers given as strings are accepted).
 
-
-_STATE_FIELDS = tuple(f.name for f in fields(JobState))
+        Raises:
+            ValueError: not a state record.
+        """
+        try:
+            return msgspec.json.decode(raw, type=cls, strict=False)
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"not a job state: {exc}") from exc
 
 
 @dataclass(slots=True, frozen=True)

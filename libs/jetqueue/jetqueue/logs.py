@@ -30,6 +30,15 @@ def job_context(**fields: Any) -> Iterator[None]:
         _job.reset(token)
 
 
+def enter_job(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:
+    """Like :func:`job_context` without the context manager (the worker's hot path); undo with :func:`leave_job`."""
+    return _job.set(fields)
+
+
+def leave_job(token: contextvars.Token[dict[str, Any] | None]) -> None:
+    _job.reset(token)
+
+
 def bind(**fields: Any) -> None:
     """Add fields to the current job context (e.g. the trace id once the span exists)."""
     ctx = _job.get()

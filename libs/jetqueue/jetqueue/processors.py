@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jetqueue.errors import JetqueueError
 
 Processor = Callable[["JobContext"], Awaitable[Any]]
+
+JOB_LOG = logging.getLogger("jetqueue.job")
 
 
 class PermanentError(JetqueueError):
@@ -47,18 +49,25 @@ class JobContext:
     attempts: int
     user_id: str | None = None
     enqueued_at: int | None = None
-    log: logging.LoggerAdapter[logging.Logger] | logging.Logger = field(
-        default_factory=lambda: logging.getLogger("jetqueue.job")
-    )
+    # Inside a worker every line logged while the job runs carries its id, queue and attempt
+    # (jetqueue.logs), whatever logger it goes through; this one is just a convenient name.
+    log: logging.LoggerAdapter[logging.Logger] | logging.Logger = JOB_LOG
     _progress_cb: Callable[[float], Awaitable[None]] | None = None
     _attach_cb: Callable[[str, bytes, str], Awaitable[None]] | None = None
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    _cancelled: asyncio.Event | None = None
+
+    @property
+    def cancelled(self) -> asyncio.Event:
+        """Set when the job is cancelled (made on first use: most jobs never look)."""
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
+        return self._cancelled
 
     async def progress(self, value: float) -> None:
         """Report progress 0-100 (rate-limited by the worker)."""
         if not 0 <= value <= 100:
             raise ValueError("progress is a percentage between 0 and 100")
-        if self.cancelled.is_set():
+        if self._cancelled is not None and self._cancelled.is_set():
             raise JobCancelled(f"job {self.job_id} was cancelled")
         if self._progress_cb is not None:
             await self._progress_cb(float(value))

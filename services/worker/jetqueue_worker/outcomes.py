@@ -82,15 +82,12 @@ class Outcomes:
             worker=self.worker_id,
             **kw,
         )
-        d = rec.to_dict()
-        raw = codec.encode(d)
+        raw: bytes = codec.encode(rec)
         if len(raw) > self.max_record_bytes:
-            for key in ("data", "result"):
-                if key in d:
-                    d[key] = truncated(d[key], 1000)
-            if "error" in d:
-                d["error"] = clip(d["error"], 1000)
-            raw = codec.encode(d)
+            rec.data = truncated(rec.data, 1000) if rec.data is not None else None
+            rec.result = truncated(rec.result, 1000) if rec.result is not None else None
+            rec.error = clip(rec.error, 1000)
+            raw = codec.encode(rec)
         return raw
 
     def state(self, env: Envelope, state: JobStatus, **kw: Any) -> JobState:
@@ -123,7 +120,7 @@ class Outcomes:
 
     # ------------------------------------------------------------------ endings
     def completed(
-        self, msg: Msg, seq: int, env: Envelope, result: Any, started: int, duration: int, files: Any
+        self, msg: Msg, seq: int, env: Envelope, result: Any, started: int, duration: int, files: Any, delivery: int
     ) -> Outcome:
         st = self.state(env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started)
         st.finished_at = now_ms()
@@ -131,28 +128,45 @@ class Outcomes:
             msg,
             ACK,
             [self.state_message(st, self.spec.retention_s)],
-            [self.record(EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=files)],
+            [
+                self.record(
+                    EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=files, delivery=delivery
+                )
+            ],
             seq,
         )
 
-    def cancelled(self, msg: Msg, seq: int, env: Envelope, text: str, started: int, duration: int) -> Outcome:
+    def cancelled(
+        self, msg: Msg, seq: int, env: Envelope, text: str, started: int, duration: int, delivery: int
+    ) -> Outcome:
         st = self.state(env, JobStatus.CANCELLED, error=text, started_at=started, finished_at=now_ms())
         return Outcome(
             msg,
             TERM,
             [self.state_message(st, self.spec.failed_retention_s)],
-            [self.record(EventType.CANCELLED, env, duration_ms=duration, error=text)],
+            [self.record(EventType.CANCELLED, env, duration_ms=duration, error=text, delivery=delivery)],
             seq,
         )
 
     def retry(
-        self, msg: Msg, seq: int, level: int, env: Envelope, text: str, duration: int, started: int, files: Any
+        self,
+        msg: Msg,
+        seq: int,
+        level: int,
+        env: Envelope,
+        text: str,
+        duration: int,
+        started: int,
+        files: Any,
+        delivery: int,
     ) -> Outcome:
         """The failed attempt's record and state, and the next attempt as a broker schedule."""
         failed_attempt = env.attempt
         delay_ms = int(env.backoff.delay_for(failed_attempt) * 1000)
         run_at = now_ms() + delay_ms
-        record = self.record(EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=files)
+        record = self.record(
+            EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=files, delivery=delivery
+        )
         st = self.state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
         env.attempt += 1
         headers = {
@@ -182,6 +196,7 @@ class Outcomes:
         duration: int | None = None,
         started: int | None = None,
         files: Any = None,
+        delivery: int | None = None,
     ) -> Outcome:
         headers = {
             H_REASON: reason,
@@ -214,6 +229,7 @@ class Outcomes:
             error_type=error_type,
             data=env.data,
             artifacts=files,
+            delivery=delivery,
         )
         return Outcome(msg if msg is not None else NO_MSG, TERM, messages, [record], seq)
 
@@ -263,7 +279,7 @@ class Outcomes:
                 worker=self.worker_id,
                 error=f"malformed message: {reason[:1000]}",
                 error_type="InvalidJob",
-            ).to_dict()
+            )
         )
         log.warning("malformed message on %s dead-lettered: %s", msg.subject, reason)
         data = (msg.data or b"")[: self.max_state_bytes]

@@ -204,6 +204,7 @@ class Worker:
             names.stalled_consumer(self.spec.name), names.ADVISORIES_STREAM
         )
         self.series.start(self.concurrency, self.worker_id, self.version)
+        self.series.in_flight.set_function(lambda: self.running)  # read at scrape time, not written per job
         self._running = True
         self._reconnects = self.nc.stats["reconnects"]
         self._tasks = [
@@ -555,7 +556,10 @@ class Worker:
             return self.outcomes.malformed(msg, h.seq, str(exc))
         h.job_id = env.id
         h.env = env
-        with logs.job_context(job_id=env.id, queue=env.queue, attempt=env.attempt, worker=self.worker_id):
+        log_ctx = logs.enter_job(
+            {"job_id": env.id, "queue": env.queue, "attempt": env.attempt, "worker": self.worker_id}
+        )
+        try:
             if h.delivered > 1:
                 settled = await self._already_settled(env)
                 if settled is not None:
@@ -576,6 +580,8 @@ class Worker:
                 )
                 log.warning("job redelivered (delivery %d) after a worker lost its lease", h.delivered)
             return await self._execute(h, env)
+        finally:
+            logs.leave_job(log_ctx)
 
     async def _already_settled(self, env: Envelope) -> JobState | None:
         """The state of this very attempt if a worker already settled it (its ack was lost, or it died
@@ -603,7 +609,6 @@ class Worker:
             attempts=env.attempts,
             user_id=env.user_id,
             enqueued_at=env.enqueued_at,
-            log=logging.LoggerAdapter(log, {"job_id": env.id, "queue": env.queue}),
         )
         ctx._progress_cb = lambda v: self._progress(h, env, v)
 
@@ -635,8 +640,6 @@ class Worker:
                 enqueued_at=env.enqueued_at if first else None,
             )
         )
-        gauge = self.series.in_flight
-        gauge.inc()
         timer = None
         if env.timeout_ms:
             timer = asyncio.get_running_loop().call_later(env.timeout_ms / 1000, self._time_out, h)
@@ -657,7 +660,6 @@ class Worker:
             else:
                 result, error, reason = await self._call(h, fn, ctx)
         finally:
-            gauge.dec()
             if timer is not None:
                 timer.cancel()
         self._close_progress(h)
@@ -673,21 +675,30 @@ class Worker:
         if error is None:
             self.processed += 1
             series.completed.inc()
-            return self.outcomes.completed(h.msg, h.seq, env, result, started, duration, h.files)
+            return self.outcomes.completed(h.msg, h.seq, env, result, started, duration, h.files, h.delivered)
         if isinstance(error, JobCancelled):
             self.series.cancelled.inc()
-            return self.outcomes.cancelled(h.msg, h.seq, env, str(error), started, duration)
+            return self.outcomes.cancelled(h.msg, h.seq, env, str(error), started, duration, h.delivered)
         self.series.errors[reason].inc()
         text = error_text(error)
         # The envelope carries the errors to the next attempt and the DLQ: keep it bounded.
         env.errors = [*env.errors, text[:1000]][-10:]
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
             series.retried.inc()
-            return self.outcomes.retry(h.msg, h.seq, h.level, env, text, duration, started, h.files)
+            return self.outcomes.retry(h.msg, h.seq, h.level, env, text, duration, started, h.files, h.delivered)
         self.failed += 1
         series.failed.inc()
         return self.outcomes.dead_letter(
-            h.msg, h.seq, env, text, type(error).__name__, "failed", duration=duration, started=started, files=h.files
+            h.msg,
+            h.seq,
+            env,
+            text,
+            type(error).__name__,
+            "failed",
+            duration=duration,
+            started=started,
+            files=h.files,
+            delivery=h.delivered,
         )
 
     async def _call(self, h: Held, fn: Any, ctx: JobContext) -> tuple[Any, BaseException | None, str]:
@@ -742,7 +753,7 @@ class Worker:
         if value is None or h.progress_closed:
             return
         h.progress_due = time.monotonic() + self.progress_interval_s
-        self.settler.record(self.outcomes.record(EventType.PROGRESS, env, progress=value))
+        self.settler.record(self.outcomes.record(EventType.PROGRESS, env, progress=value, delivery=h.delivered))
         st = self.outcomes.state_message(
             self.outcomes.state(env, JobStatus.ACTIVE, progress=value, started_at=h.started_ms),
             self.spec.failed_retention_s,

@@ -137,7 +137,7 @@ class Settler:
                 records.extend(o.records)
             messages.extend(self._events_messages(records))
             try:
-                results = await self.publisher.publish(messages)
+                results = await self.publisher.publish(messages, details=False)
             except Exception as exc:  # the connection closed for good: jobs come back after ack_wait
                 log.error("settling %d job(s) failed (%s); they will be redelivered", len(outcomes), exc)
                 return
@@ -145,15 +145,13 @@ class Settler:
                 if r.error:
                     log.error("the server refused a message on %s: %s", m.subject, r.error)
             self.records_published += len(records)
-            nc = self.nc
-            for o in outcomes:
-                try:
-                    if o.msg.reply:
-                        await nc.publish(o.msg.reply, o.ack)
-                except Exception as exc:  # reconnecting: the job is redelivered and found settled
-                    log.warning("ack failed (%s); the job will be redelivered and recognised as settled", exc)
-                self.settled += 1
-                if self.on_settled is not None:
+            try:
+                await self.publisher.wire.send([(o.msg.reply, o.ack, "", None) for o in outcomes if o.msg.reply])
+            except Exception as exc:  # reconnecting: the jobs are redelivered and found settled
+                log.warning("acks failed (%s); those jobs will be redelivered and recognised as settled", exc)
+            self.settled += len(outcomes)
+            if self.on_settled is not None:
+                for o in outcomes:
                     self.on_settled(o)
 
     async def drain(self, timeout: float) -> bool:
