@@ -1,0 +1,78 @@
+"""The publisher under the SDK and the worker: counted PubAcks, one write per turn, outages and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js.api import StreamConfig
+
+from jetqueue.embedded import EmbeddedNats
+from jetqueue.errors import NatsUnavailable
+from jetqueue.publisher import Message, Publisher, Wire
+
+
+@pytest.fixture
+async def stream(nc: NatsClient) -> str:
+    await nc.jetstream().add_stream(StreamConfig(name="PUBTEST", subjects=["pubtest.>"]))
+    return "PUBTEST"
+
+
+async def test_the_fast_path_is_what_runs_with_the_pinned_client(nc: NatsClient, stream: str) -> None:
+    """Wire writes into nats-py's buffer; if a nats-py upgrade drops the internals it uses, this fails."""
+    assert Wire(nc).fast
+    pub = Publisher(nc)
+    msgs = [
+        Message(f"pubtest.{i}", f"payload {i}".encode(), {"Nats-Msg-Id": f"m{i}", "X-Note": "a\r\nb"})
+        for i in range(3000)
+    ]
+    results = await pub.publish(msgs)
+    assert [r.seq for r in results] == list(range(1, 3001)) and not any(r.error or r.duplicate for r in results)
+    js = nc.jetstream()
+    last = await js.get_msg(stream, seq=3000)
+    assert last.data == b"payload 2999" and last.headers is not None
+    assert last.headers["Nats-Msg-Id"] == "m2999" and last.headers["X-Note"] == "a  b"  # no header injection
+    again = await pub.publish(msgs[:10])
+    assert all(r.duplicate for r in again)  # message ids dedupe a publish made twice
+
+
+async def test_details_off_still_reports_errors(nc: NatsClient, stream: str) -> None:
+    pub = Publisher(nc)
+    ok = await pub.publish([Message("pubtest.x", b"1")], details=False)
+    assert ok[0].error is None
+    # an expected-stream header naming another stream: refused, not retried
+    bad = await pub.publish([Message("pubtest.y", b"2", {"Nats-Expected-Stream": "OTHER"})], details=False)
+    assert bad[0].error and "stream" in bad[0].error.lower()
+
+
+async def test_an_oversized_message_is_refused_and_the_connection_lives(nc: NatsClient, stream: str) -> None:
+    pub = Publisher(nc)
+    big = Message("pubtest.big", b"x" * (nc.max_payload - 10), {"Nats-Msg-Id": "big" * 10})  # headers push it over
+    small = Message("pubtest.small", b"ok")
+    results = await pub.publish([big, small])
+    assert results[0].code == 413 and results[1].error is None
+    assert nc.is_connected and not nc.is_closed
+
+
+async def test_no_stream_means_unavailable_after_the_deadline(nc: NatsClient) -> None:
+    with pytest.raises(NatsUnavailable, match="did not confirm"):
+        await Publisher(nc).publish([Message("nostream.here", b"x")], ack_timeout=0.3, deadline=1.0)
+
+
+async def test_messages_published_across_a_server_restart_are_all_confirmed(
+    nats_server: EmbeddedNats, nc: NatsClient, stream: str
+) -> None:
+    """PubAcks lost with the server are not waited for forever: the messages go out again once it is back."""
+    pub = Publisher(nc)
+    msgs = [Message(f"pubtest.r{i}", b"x", {"Nats-Msg-Id": f"r{i}"}) for i in range(2000)]
+    task = asyncio.create_task(pub.publish(msgs, ack_timeout=1.0, deadline=30))
+    await asyncio.sleep(0)  # the batch is written, the server goes before answering all of it
+    await asyncio.to_thread(nats_server.stop)
+    await asyncio.sleep(1.5)
+    await asyncio.to_thread(nats_server.start)
+    results = await asyncio.wait_for(task, 40)
+    assert not any(r.error for r in results)
+    info = await nc.jetstream().stream_info(stream)
+    assert info.state.messages == 2000  # every message stored once (the id dedupes the ones sent twice)
+    assert pub.in_flight == 0
