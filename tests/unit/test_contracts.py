@@ -165,6 +165,10 @@ def test_envelope_round_trip_and_defaults() -> None:
     # a non-Python publisher may send just a name and data; the queue's defaults fill in
     minimal = Envelope.from_bytes(b'{"name": "n", "data": [1]}', spec, job_id="from-subject")
     assert (minimal.id, minimal.attempts, minimal.backoff) == ("from-subject", spec.attempts, spec.backoff)
+    # a backoff's cap and jitter travel with the job (a retry must honour the queue's settings)
+    capped = Backoff(delay_ms=500, max_delay_ms=60_000, jitter=0.25)
+    env.backoff = capped
+    assert Envelope.from_bytes(env.to_bytes(), spec).backoff == capped
 
 
 @pytest.mark.parametrize(

@@ -192,7 +192,8 @@ class JobClient:
         )
         level = spec.level_for(resolved.priority)
         headers: dict[str, str] = {H_MSG_ID: job_id}
-        telemetry.inject(headers)
+        if telemetry.enabled():  # propagation costs microseconds per job even with nothing to carry
+            telemetry.inject(headers)
         target = names.job_subject(spec.name, level, job_id)
         if run_at is not None:
             headers[H_SCHEDULE] = "@at " + _rfc3339(run_at)
@@ -264,7 +265,8 @@ class JobClient:
         with telemetry.tracer().start_as_current_span(
             f"{spec.name} publish", attributes={"messaging.system": "nats", "jetqueue.job_id": env.id}
         ):
-            telemetry.inject(headers)
+            if telemetry.enabled():
+                telemetry.inject(headers)
             body = env.to_bytes()
             self._check_size(body)
             (ack,) = await self._publish_all([Message(subject, body, headers)], "publish")

@@ -6,8 +6,8 @@ services can produce and read them; docs/envelope.md describes them.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from jetqueue import codec
-from jetqueue.catalog import Backoff, QueueSpec
+from jetqueue.catalog import DEFAULT_MAX_BACKOFF_MS, Backoff, QueueSpec
 from jetqueue.errors import InvalidJob
 
 SCHEMA_VERSION = 1
@@ -54,7 +54,7 @@ def now_ms() -> int:
 
 def new_job_id() -> str:
     """A fresh job id: time-ordered (ms) + random, safe as a subject token."""
-    return f"{now_ms():013x}{uuid.uuid4().hex[:12]}"
+    return f"{now_ms():013x}{os.urandom(6).hex()}"
 
 
 @dataclass(slots=True)
@@ -81,6 +81,37 @@ class ResolvedOptions:
     backoff: Backoff
     timeout_ms: int | None
     priority: int | None
+
+
+def backoff_wire(b: Backoff) -> dict[str, Any]:
+    """A backoff as the envelope carries it (the cap and jitter only when set)."""
+    d: dict[str, Any] = {"type": b.type.value, "delay_ms": b.delay_ms}
+    if b.max_delay_ms != DEFAULT_MAX_BACKOFF_MS:
+        d["max_delay_ms"] = b.max_delay_ms
+    if b.jitter:
+        d["jitter"] = b.jitter
+    return d
+
+
+_BACKOFFS: dict[tuple[tuple[str, Any], ...], Backoff] = {}
+
+
+def backoff_of(raw: Any) -> Backoff:
+    """The backoff an envelope names; validated once per distinct value (every job carries one).
+
+    Raises:
+        ValueError: not a valid backoff.
+    """
+    try:
+        key = tuple(sorted(raw.items()))
+        hit = _BACKOFFS.get(key)
+    except (AttributeError, TypeError):  # not a dict, or unhashable values: validate (and refuse) below
+        return Backoff.model_validate(raw)
+    if hit is None:
+        hit = Backoff.model_validate(raw)
+        if len(_BACKOFFS) < 256:
+            _BACKOFFS[key] = hit
+    return hit
 
 
 @dataclass(slots=True)
@@ -117,7 +148,7 @@ class Envelope:
             "attempt": self.attempt,
             "opts": {
                 "attempts": self.attempts,
-                "backoff": {"type": self.backoff.type.value, "delay_ms": self.backoff.delay_ms},
+                "backoff": backoff_wire(self.backoff),
                 "timeout_ms": self.timeout_ms,
                 "priority": self.priority,
             },
@@ -153,7 +184,7 @@ class Envelope:
         if not isinstance(opts, dict):
             raise InvalidJob("'opts' must be an object")
         try:
-            backoff = Backoff.model_validate(opts["backoff"]) if opts.get("backoff") else spec.backoff
+            backoff = backoff_of(opts["backoff"]) if opts.get("backoff") else spec.backoff
             attempts = int(opts.get("attempts") or spec.attempts)
             timeout = opts.get("timeout_ms", spec.timeout_ms)
             timeout_ms = int(timeout) if timeout is not None else None

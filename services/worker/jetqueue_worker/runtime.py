@@ -321,22 +321,22 @@ class Worker:
 
     def _dispatch(self) -> None:
         """Start held jobs, most urgent level first, while slots are free."""
-        if self._gated or not self._running:
+        if self._gated or not self._running or self.running >= self.concurrency:
             return
         # Jobs below a level that has work left (as its last delivery or answer said), or that is
         # being asked right now, wait: what that level brings runs first.
         limit = len(self.ready) if self._asking is None else self._asking + 1
-        limit = next((p.level + 1 for p in self._pullers[:limit] if p.pending), limit)
-        levels = self.ready[:limit]
-        while self.running < self.concurrency:
-            for level in levels:
-                if level:
-                    h = level.popleft()
-                    break
-            else:
+        for p in self._pullers[:limit]:
+            if p.pending:
+                limit = p.level + 1
+                break
+        for level in self.ready[:limit]:
+            while level and self.running < self.concurrency:
+                h = level.popleft()
+                self.running += 1
+                h.task = asyncio.create_task(self._run(h))
+            if self.running >= self.concurrency:
                 return
-            self.running += 1
-            h.task = asyncio.create_task(self._run(h))
 
     def _release(self, h: Held) -> None:
         """Hand a job back to the server (shutdown): nothing to write, a NAK redelivers it now."""
