@@ -400,10 +400,10 @@ async def test_nothing_is_lost_across_a_database_outage(
         with pytest.raises(Exception):  # noqa: B017 (whatever the driver raises: the store is really down)
             await store.insert_samples([_sample()])
         ids = [(await client.enqueue(Q, "during-outage", {"n": i})).job_id for i in range(n)]
-        # every job ran and its records are in JetStream (started + completed per job)
+        # every job ran and its records are in JetStream (a short job's completed record stands for its start)
         await eventually(lambda: _true(worker.processed >= n + 1), timeout=30, what="jobs processed")
         await eventually(
-            lambda: _true(worker.settler.records_published >= 2 * (n + 1)), timeout=10, what="records sent"
+            lambda: _true(worker.settler.records_published >= n + 1), timeout=10, what="records sent"
         )
         errors_at = ingestor.stats.db_errors
         await eventually(lambda: _true(ingestor.stats.db_errors >= errors_at + 2), timeout=10, what="ingest retried")

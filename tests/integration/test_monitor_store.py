@@ -250,3 +250,28 @@ async def test_an_offline_worker_s_unfinished_attempts_are_stalled(store: Store)
     assert hung.finished_at is not None and hung.error == "the worker went offline while running it"
     # the job itself runs again once the broker redelivers it; its row still says active
     assert (await _job(store, "hung")).status == "active"
+
+
+async def test_a_completed_record_standing_for_its_start(store: Store) -> None:
+    """A job shorter than the worker's batch interval sends one record: ``completed`` with ``started_ts``."""
+    await store.apply_records(
+        [
+            rec(
+                "completed",
+                5300,
+                job="f1",
+                started_ts=5000,
+                duration_ms=300,
+                data={"to": "y"},
+                user_id="u9",
+                enqueued_at=4900,
+            )
+        ]
+    )
+    job = await _job(store, "f1")
+    assert (job.status, job.data, job.user_id, job.attempts_made) == ("completed", {"to": "y"}, "u9", 1)
+    assert job.started_at is not None and job.started_at.timestamp() == 5.0
+    assert job.enqueued_at is not None and job.enqueued_at.timestamp() == 4.9
+    async with store.sessions() as s:
+        row = (await s.execute(select(JobAttempt).where(JobAttempt.job_id == "f1"))).scalar_one()
+    assert row.status == "completed" and row.started_at is not None and row.started_at.timestamp() == 5.0

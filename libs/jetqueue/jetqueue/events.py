@@ -33,6 +33,9 @@ class LifecycleRecord(msgspec.Struct, omit_defaults=True):
     worker: str
     ts: int = msgspec.field(default_factory=now_ms)
     delivery: int | None = None  # the broker's delivery count of this attempt (> 1: a redelivery after a stall)
+    # On an outcome record (completed, retrying, failed, cancelled): the run also started in this
+    # batch, and this record stands for its ``started`` record too (ms; data and enqueued_at come along).
+    started_ts: int | None = None
     attempts: int | None = None
     duration_ms: int | None = None
     error: str | None = None

@@ -256,6 +256,8 @@ class Store:
                 if dead.get("status", "active") == "active":
                     dead.update(status="stalled", finished_at=ms_to_dt(ts), error=r.get("error"), error_type="Stalled")
         elif kind != "progress":
+            if r.get("started_ts"):  # the run started in the same batch: this record stands for "started" too
+                row.setdefault("started_at", ms_to_dt(r["started_ts"]))
             row["status"] = {"retrying": "failed"}.get(kind, kind)
             row["finished_at"] = ms_to_dt(ts)
             row["duration_ms"] = r.get("duration_ms")
@@ -294,6 +296,8 @@ class Store:
         elif kind == "progress":
             job.progress = r.get("progress")
         elif kind in TERMINAL or kind == "retrying":
+            if r.get("started_ts"):
+                job.started_at = ms_to_dt(r["started_ts"])
             job.error = r.get("error") if kind != "completed" else None
             job.error_type = r.get("error_type") if kind != "completed" else None
             job.duration_ms = r.get("duration_ms")

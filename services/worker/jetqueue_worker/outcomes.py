@@ -120,8 +120,18 @@ class Outcomes:
 
     # ------------------------------------------------------------------ endings
     def completed(
-        self, msg: Msg, seq: int, env: Envelope, result: Any, started: int, duration: int, files: Any, delivery: int
+        self,
+        msg: Msg,
+        seq: int,
+        env: Envelope,
+        result: Any,
+        started: int,
+        duration: int,
+        files: Any,
+        delivery: int,
+        start: dict[str, Any],
     ) -> Outcome:
+        """``start``: the fields of the run's ``started`` record when this record stands for it too."""
         st = self.state(env, JobStatus.COMPLETED, progress=100.0, result=result, started_at=started)
         st.finished_at = now_ms()
         return Outcome(
@@ -130,7 +140,13 @@ class Outcomes:
             [self.state_message(st, self.spec.retention_s)],
             [
                 self.record(
-                    EventType.COMPLETED, env, duration_ms=duration, result=result, artifacts=files, delivery=delivery
+                    EventType.COMPLETED,
+                    env,
+                    duration_ms=duration,
+                    result=result,
+                    artifacts=files,
+                    delivery=delivery,
+                    **start,
                 )
             ],
             seq,

@@ -68,7 +68,8 @@ class Settler:
         self.max_events_bytes = max_events_bytes
         self.on_settled = on_settled
         self._outcomes: list[Outcome] = []
-        self._records: list[bytes] = []
+        self._records: list[bytes] = []  # b"" where a record was taken back
+        self._base = 0  # handle of self._records[0]
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._flights: set[asyncio.Task[None]] = set()
@@ -83,11 +84,23 @@ class Settler:
         """Outcomes waiting to be written or confirmed."""
         return len(self._outcomes) + sum(getattr(t, "jq_count", 0) for t in self._flights)
 
-    def record(self, record: bytes) -> None:
-        """Add an encoded lifecycle record; it is published within ``interval`` (or with the next outcome)."""
+    def record(self, record: bytes) -> int:
+        """Add an encoded lifecycle record; it is published within ``interval`` (or with the next outcome).
+
+        Returns a handle for :meth:`take`.
+        """
         self._records.append(record)
         if self._timer is None and not self._scheduled:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self._kick)
+        return self._base + len(self._records) - 1
+
+    def take(self, handle: int) -> bool:
+        """Withdraw a record not published yet (an outcome record will stand for it); False if it went out."""
+        i = handle - self._base
+        if 0 <= i < len(self._records) and self._records[i]:
+            self._records[i] = b""
+            return True
+        return False
 
     def settle(self, outcome: Outcome) -> None:
         """Queue an outcome; every outcome queued in this loop turn goes out together."""
@@ -105,6 +118,7 @@ class Settler:
             return
         outcomes, self._outcomes = self._outcomes, []
         records, self._records = self._records, []
+        self._base += len(records)
         task = asyncio.create_task(self._flush(outcomes, records), name="jq-settle")
         task.jq_count = len(outcomes)  # type: ignore[attr-defined]
         self._flights.add(task)
@@ -115,6 +129,8 @@ class Settler:
         chunk: list[bytes] = []
         size = 0
         for rec in records:
+            if not rec:
+                continue
             if chunk and size + len(rec) > self.max_events_bytes:
                 out.append(self._events_message(chunk))
                 chunk, size = [], 0
@@ -135,6 +151,7 @@ class Settler:
             messages = [m for o in outcomes for m in o.messages]
             for o in outcomes:
                 records.extend(o.records)
+            records = [r for r in records if r]
             messages.extend(self._events_messages(records))
             try:
                 results = await self.publisher.publish(messages, details=False)
