@@ -13,13 +13,13 @@ is back, until the caller's overall deadline.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -285,17 +285,31 @@ class Publisher:
             await asyncio.sleep(0.1)
 
 
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_read_ack = msgspec.json.Decoder(_PubAck).decode
+
+
 def _parse(raw: bytes) -> PubResult:
     if raw == _NO_RESPONDERS:
         return PubResult(error="no responders: the stream is missing or has no leader", code=503)
     try:
-        body = json.loads(raw)
-    except ValueError:
+        ack = _read_ack(raw)
+    except msgspec.MsgspecError:
         return PubResult(error=f"unreadable PubAck: {raw[:80]!r}")
-    err = body.get("error")
-    if err:
-        return PubResult(error=str(err.get("description", err)), code=int(err.get("err_code") or err.get("code") or 0))
-    return PubResult(seq=int(body.get("seq", 0)), duplicate=bool(body.get("duplicate", False)))
+    if ack.error is not None:
+        return PubResult(error=ack.error.description or "refused", code=ack.error.err_code or ack.error.code)
+    return PubResult(seq=ack.seq, duplicate=ack.duplicate)
 
 
 def _transient(res: PubResult) -> bool:

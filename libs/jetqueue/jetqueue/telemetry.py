@@ -23,13 +23,26 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
+_MISSING = object()
+_seen: object = _MISSING
+_enabled = False
+
+
 def enabled() -> bool:
     """Whether spans go anywhere: a configured SDK provider (``setup_tracing``), not the API's no-op.
 
-    The worker asks once at start and skips span and context work per job when nothing consumes it.
+    Hot paths ask it to skip span and context work per job when nothing
+    consumes it. ``get_tracer_provider()`` reads the environment on every
+    call, so the answer is kept for as long as the global provider object is
+    the same one (read straight from the API module, where it lives).
     """
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
+    global _seen, _enabled
+    current = getattr(trace, "_TRACER_PROVIDER", _MISSING)
+    if current is _MISSING or current is not _seen:
+        _seen = current
+        provider = trace.get_tracer_provider()
+        _enabled = not isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider))
+    return _enabled
 
 
 def inject(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
