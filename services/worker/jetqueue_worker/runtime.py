@@ -53,6 +53,7 @@ from jetqueue.events import Heartbeat
 from jetqueue.job import TERMINAL_STATUSES, Envelope, EventType, JobState, JobStatus, now_ms
 from jetqueue.processors import JobCancelled, JobContext, PermanentError, ProcessorRegistry
 from jetqueue.publisher import Publisher
+from jetqueue_worker import eager
 from jetqueue_worker.metrics import (
     ERROR_EXCEPTION,
     ERROR_MALFORMED,
@@ -166,6 +167,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._gated = False  # deliveries of an idle long-poll wait until the levels above were asked
         self._asking: int | None = None  # the level a pull request is out to
+        self._dispatching = False
         self._running = False
         self._stopping = False
         self._tick = time.monotonic()
@@ -322,23 +324,34 @@ class Worker:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start held jobs, most urgent level first, while slots are free."""
+        """Start held jobs, most urgent level first, while slots are free.
+
+        A job starts at once (``eager.start``); one that finishes without waiting
+        calls back in here from its end, which only notes that a slot freed:
+        the loop below goes on, so a burst does not nest a call per job.
+        """
         if self._gated or not self._running or self.running >= self.concurrency:
             return
-        # Jobs below a level that has work left (as its last delivery or answer said), or that is
-        # being asked right now, wait: what that level brings runs first.
-        limit = len(self.ready) if self._asking is None else self._asking + 1
-        for p in self._pullers[:limit]:
-            if p.pending:
-                limit = p.level + 1
-                break
-        for level in self.ready[:limit]:
-            while level and self.running < self.concurrency:
-                h = level.popleft()
-                self.running += 1
-                h.task = asyncio.create_task(self._run(h))
-            if self.running >= self.concurrency:
-                return
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            # Jobs below a level that has work left (as its last delivery or answer said), or that is
+            # being asked right now, wait: what that level brings runs first.
+            limit = len(self.ready) if self._asking is None else self._asking + 1
+            for p in self._pullers[:limit]:
+                if p.pending:
+                    limit = p.level + 1
+                    break
+            for level in self.ready[:limit]:
+                while level and self.running < self.concurrency and self._running:
+                    h = level.popleft()
+                    self.running += 1
+                    h.task = eager.start(self._run(h))
+                if self.running >= self.concurrency:
+                    return
+        finally:
+            self._dispatching = False
 
     def _release(self, h: Held) -> None:
         """Hand a job back to the server (shutdown): nothing to write, a NAK redelivers it now."""
