@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,5 +30,8 @@ class WorkerSettings(BaseSettings):
     grace_s: float = Field(default=30.0, ge=0, description="SIGTERM: time running jobs get to finish")
     heartbeat_s: float = Field(default=10.0, gt=0)
     idle_wait_s: float = Field(default=2.0, gt=0)
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto", description="event loop: uvloop when installed (auto), or asyncio's own"
+    )
     log_level: str = "INFO"
     common: CommonSettings = Field(default_factory=CommonSettings)
