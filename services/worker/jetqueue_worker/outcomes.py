@@ -153,14 +153,14 @@ class Outcomes:
         )
 
     def cancelled(
-        self, msg: Msg, seq: int, env: Envelope, text: str, started: int, duration: int, delivery: int
+        self, msg: Msg, seq: int, env: Envelope, text: str, started: int, duration: int, delivery: int, start: Any
     ) -> Outcome:
         st = self.state(env, JobStatus.CANCELLED, error=text, started_at=started, finished_at=now_ms())
         return Outcome(
             msg,
             TERM,
             [self.state_message(st, self.spec.failed_retention_s)],
-            [self.record(EventType.CANCELLED, env, duration_ms=duration, error=text, delivery=delivery)],
+            [self.record(EventType.CANCELLED, env, duration_ms=duration, error=text, delivery=delivery, **start)],
             seq,
         )
 
@@ -175,13 +175,14 @@ class Outcomes:
         started: int,
         files: Any,
         delivery: int,
+        start: dict[str, Any],
     ) -> Outcome:
         """The failed attempt's record and state, and the next attempt as a broker schedule."""
         failed_attempt = env.attempt
         delay_ms = int(env.backoff.delay_for(failed_attempt) * 1000)
         run_at = now_ms() + delay_ms
         record = self.record(
-            EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=files, delivery=delivery
+            EventType.RETRYING, env, duration_ms=duration, error=text, artifacts=files, delivery=delivery, **start
         )
         st = self.state(env, JobStatus.SCHEDULED, error=text, started_at=started, run_at=run_at)
         env.attempt += 1
@@ -213,6 +214,7 @@ class Outcomes:
         started: int | None = None,
         files: Any = None,
         delivery: int | None = None,
+        start: dict[str, Any] | None = None,
     ) -> Outcome:
         headers = {
             H_REASON: reason,
@@ -243,9 +245,9 @@ class Outcomes:
             duration_ms=duration,
             error=text,
             error_type=error_type,
-            data=env.data,
             artifacts=files,
             delivery=delivery,
+            **{**(start or {}), "data": env.data},
         )
         return Outcome(msg if msg is not None else NO_MSG, TERM, messages, [record], seq)
 

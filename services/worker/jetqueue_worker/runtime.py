@@ -100,6 +100,7 @@ class Held:
     settling: bool = False
     started_ms: int = 0
     started_record: int = -1  # the settler's handle of this run's started record
+    started_pending: bool = False  # started in the eager first step: the record waits to see how it ends
     first: bool = False  # the job's first run: its started record carries the job's data
     files: list[dict[str, Any]] | None = None
     # progress throttle (Worker._progress): the newest unreported value and when it may be written
@@ -348,6 +349,8 @@ class Worker:
                     h = level.popleft()
                     self.running += 1
                     h.task = eager.start(self._run(h))
+                    if h.task is not None and h.started_pending:
+                        self._emit_started(h)  # it waits on something: the monitor must see it running
                 if self.running >= self.concurrency:
                     return
         finally:
@@ -644,17 +647,11 @@ class Worker:
         headers = h.msg.headers
         scheduled_for = int((headers or {}).get(H_RUN_AT, 0)) or env.enqueued_at
         self.series.wait.observe(max(started - scheduled_for, 0) / 1000)
-        first = h.first = env.attempt == 1 and h.delivered == 1
-        h.started_record = self.settler.record(
-            self.outcomes.record(
-                EventType.STARTED,
-                env,
-                delivery=h.delivered,
-                data=env.data if first else None,
-                user_id=env.user_id,
-                enqueued_at=env.enqueued_at if first else None,
-            )
-        )
+        h.first = env.attempt == 1 and h.delivered == 1
+        if h.task is None:
+            h.started_pending = True  # the eager first step: a job that ends in it needs no started record
+        else:
+            self._emit_started(h)
         timer = None
         if env.timeout_ms:
             timer = asyncio.get_running_loop().call_later(env.timeout_ms / 1000, self._time_out, h)
@@ -695,14 +692,18 @@ class Worker:
             )
         if isinstance(error, JobCancelled):
             self.series.cancelled.inc()
-            return self.outcomes.cancelled(h.msg, h.seq, env, str(error), started, duration, h.delivered)
+            return self.outcomes.cancelled(
+                h.msg, h.seq, env, str(error), started, duration, h.delivered, self._fold_start(h, env)
+            )
         self.series.errors[reason].inc()
         text = error_text(error)
         # The envelope carries the errors to the next attempt and the DLQ: keep it bounded.
         env.errors = [*env.errors, text[:1000]][-10:]
         if env.attempt < env.attempts and not isinstance(error, PermanentError):
             series.retried.inc()
-            return self.outcomes.retry(h.msg, h.seq, h.level, env, text, duration, started, h.files, h.delivered)
+            return self.outcomes.retry(
+                h.msg, h.seq, h.level, env, text, duration, started, h.files, h.delivered, self._fold_start(h, env)
+            )
         self.failed += 1
         series.failed.inc()
         return self.outcomes.dead_letter(
@@ -716,12 +717,32 @@ class Worker:
             started=started,
             files=h.files,
             delivery=h.delivered,
+            start=self._fold_start(h, env),
+        )
+
+    def _emit_started(self, h: Held) -> None:
+        h.started_pending = False
+        env = h.env
+        if env is None:
+            return
+        h.started_record = self.settler.record(
+            self.outcomes.record(
+                EventType.STARTED,
+                env,
+                ts=h.started_ms,
+                delivery=h.delivered,
+                data=env.data if h.first else None,
+                user_id=env.user_id,
+                enqueued_at=env.enqueued_at if h.first else None,
+            )
         )
 
     def _fold_start(self, h: Held, env: Envelope) -> dict[str, Any]:
-        """If the run's started record has not gone out yet, the completed record stands for it too:
+        """If the run's started record has not gone out yet, the outcome's record stands for it too:
         one record a job instead of two (the common case for jobs shorter than a batch interval)."""
-        if not self.settler.take(h.started_record):
+        if h.started_pending:
+            h.started_pending = False
+        elif not self.settler.take(h.started_record):
             return {}
         start: dict[str, Any] = {"started_ts": h.started_ms, "user_id": env.user_id}
         if h.first:
