@@ -37,7 +37,7 @@ promtool: ## install Debian's prometheus package for promtool (the alert rule te
 	@command -v promtool >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 
-test: setup browser promtool helm-venv ## run the test suite (unit + integration + e2e in Chromium; starts its own nats-server)
+test: setup browser promtool helm-venv checkov-venv ## run the test suite (unit + integration + e2e in Chromium; starts its own nats-server)
 	$(BIN)/python -m pytest $(ARGS)
 
 $(HELM_VENV)/.installed: requirements/helm.txt
@@ -50,6 +50,16 @@ $(HELM_VENV)/.installed: requirements/helm.txt
 	fi
 
 helm-venv: $(HELM_VENV)/.installed ## create .venv/helm (Python >= 3.12) with helm-sdkpy for the chart tests
+
+# checkov (the rendered chart's policy checks) pins a large tree of its own: its own venv.
+CHECKOV_VENV ?= $(VENV)/checkov
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/checkov.txt
+	@touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed ## create .venv/checkov with checkov for the chart's policy test
 
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check libs services tests
@@ -64,8 +74,10 @@ lock: ## re-pin requirements with hashes (needs uv)
 	uv pip compile -q --generate-hashes --python-version 3.11 requirements/runtime.in -o requirements/runtime.txt
 	uv pip compile -q --generate-hashes --python-version 3.11 requirements/dev.in -o requirements/dev.txt
 	uv pip compile -q --generate-hashes --python-version 3.12 requirements/helm.in -o requirements/helm.txt
+	uv pip compile -q --generate-hashes --python-version 3.11 requirements/checkov.in -o requirements/checkov.txt
+	uv pip compile -q --generate-hashes --python-version 3.11 requirements/bench.in -o requirements/bench.txt
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) .jetqueue .pytest_cache
 
-.PHONY: help setup browser promtool helm-venv run demo test lint bench lock clean
+.PHONY: help setup browser promtool helm-venv checkov-venv run demo test lint bench lock clean

@@ -3,7 +3,10 @@
 # Port 8080: GET /healthz (liveness; kopf's probe, reports the NATS link).
 # Port 9090: GET /metrics (Prometheus: reconciles, scaling, QueueActions).
 # Needs a ServiceAccount with the chart's RBAC. Build context: the repo root.
-FROM python:3.11-slim AS build
+# The base image, pinned by digest so a rebuild gets the same bytes (the tag moves weekly).
+# Bump it with: docker buildx imagetools inspect python:3.11-slim (or let Renovate do it).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY requirements/runtime.txt requirements/runtime.txt
 RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
@@ -12,7 +15,7 @@ COPY libs/jetqueue libs/jetqueue
 COPY services/operator services/operator
 RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./libs/jetqueue ./services/operator
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin jetqueue
 COPY --from=build /venv /venv
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 JETQUEUE_OPERATOR_LIVENESS_PORT=8080 JETQUEUE_OPERATOR_METRICS_PORT=9090

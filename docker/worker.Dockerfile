@@ -1,6 +1,9 @@
 # jetqueue worker: runs the jobs of one queue (JETQUEUE_WORKER_QUEUE).
-# Port 9090 (/metrics, also the liveness probe). Build context: the repo root.
-FROM python:3.11-slim AS build
+# Port 9090: /metrics, /health (liveness, startup), /ready (readiness). Build context: the repo root.
+# The base image, pinned by digest so a rebuild gets the same bytes (the tag moves weekly).
+# Bump it with: docker buildx imagetools inspect python:3.11-slim (or let Renovate do it).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY requirements/runtime.txt requirements/runtime.txt
 RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt \
@@ -9,7 +12,7 @@ COPY libs/jetqueue libs/jetqueue
 COPY services/worker services/worker
 RUN /venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./libs/jetqueue ./services/worker
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin jetqueue
 COPY --from=build /venv /venv
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 JETQUEUE_WORKER_METRICS_PORT=9090

@@ -72,6 +72,16 @@ def test_skaffold_run_then_a_queueaction_succeeds(tmp_path: Path) -> None:
         )
         assert any(e["reason"] == "ActionSucceeded" for e in json.loads(events)["items"])
         # A bad spec is refused by the API server itself (the CRD's OpenAPI schema).
+        # A drain without its confirmation is refused by the CRD's CEL rule, before any job is touched.
+        unconfirmed = {**action, "metadata": {"name": f"{name}-unconfirmed"}}
+        unconfirmed["spec"] = {k: v for k, v in action["spec"].items() if k != "confirm"}
+        path = tmp_path / "unconfirmed.yaml"
+        path.write_text(yaml.safe_dump(unconfirmed))
+        proc = subprocess.run([kubectl, "-n", ns, "apply", "-f", str(path)], capture_output=True, text=True)
+        assert proc.returncode != 0 and "confirm: DRAIN" in proc.stderr + proc.stdout
+        # One operator replica holds the Lease (the chart runs two).
+        holder = run(kubectl, "-n", ns, "get", "lease", "jetqueue-operator", "-o", "jsonpath={.spec.holderIdentity}")
+        assert holder.startswith("jetqueue-operator-"), holder
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump({**action, "metadata": {"name": f"{name}-bad"}, "spec": {"action": "explode"}}))
         proc = subprocess.run([kubectl, "-n", ns, "apply", "-f", str(bad)], capture_output=True, text=True)

@@ -37,11 +37,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* Image of one component: (dict "ctx" $ "component" "producer"). */}}
+{{/* Image of one component: (dict "ctx" $ "component" "producer"); by digest when image.digest.<component> is set. */}}
 {{- define "jetqueue.image" -}}
 {{- $override := index (.ctx.Values.image.overrides | default dict) .component | default "" -}}
+{{- $digest := index (.ctx.Values.image.digest | default dict) .component | default "" -}}
 {{- if $override -}}
 {{- $override -}}
+{{- else if $digest -}}
+{{- printf "%s-%s:%s@%s" .ctx.Values.image.repository .component (default .ctx.Chart.AppVersion .ctx.Values.image.tag) $digest -}}
 {{- else -}}
 {{- printf "%s-%s:%s" .ctx.Values.image.repository .component (default .ctx.Chart.AppVersion .ctx.Values.image.tag) -}}
 {{- end -}}
@@ -93,13 +96,34 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $q "max_stalled" (dig "jobs" "maxStalled" 2 $s) -}}
 {{- $_ := set $q "max_age_s" (dig "stream" "maxAgeSeconds" 1209600 $s) -}}
 {{- $_ := set $q "duplicate_window_s" (dig "stream" "duplicateWindowSeconds" 120 $s) -}}
-{{- $_ := set $q "replicas" (dig "stream" "replicas" 1 $s) -}}
+{{- with (dig "stream" "replicas" nil $s) }}{{ $_ := set $q "replicas" . }}{{ end -}}
 {{- $queues = append $queues $q -}}
 {{- end -}}
-{{- toYaml (dict "queues" $queues "schedules" .Values.schedules) -}}
+{{- $catalog := dict "queues" $queues "schedules" .Values.schedules -}}
+{{- with .Values.alerts }}{{ $_ := set $catalog "alerts" . }}{{ end -}}
+{{- toYaml $catalog -}}
 {{- end -}}
 
-{{/* Environment shared by every jetqueue container: NATS and the catalog. */}}
+{{/* Environment of every jetqueue container the chart runs: replicas and the NATS credentials and TLS files. */}}
+{{- define "jetqueue.natsEnv" -}}
+# The one replica setting of every stream and bucket (never lowers an existing stream).
+- name: JETQUEUE_REPLICAS
+  value: {{ .Values.jetstream.replicas | quote }}
+{{- if .Values.nats.credsSecret }}
+- name: JETQUEUE_NATS_CREDS
+  value: /etc/jetqueue-nats/nats.creds
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+- name: JETQUEUE_NATS_TLS_CA
+  value: /etc/jetqueue-nats-tls/ca.crt
+- name: JETQUEUE_NATS_TLS_CERT
+  value: /etc/jetqueue-nats-tls/tls.crt
+- name: JETQUEUE_NATS_TLS_KEY
+  value: /etc/jetqueue-nats-tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{/* Environment of the producer and monitor: the catalog file, who provisions, and the NATS settings. */}}
 {{- define "jetqueue.commonEnv" -}}
 - name: JETQUEUE_CATALOG
   value: /etc/jetqueue/catalog.yaml
@@ -108,9 +132,33 @@ app.kubernetes.io/component: {{ .component }}
 - name: JETQUEUE_PROVISION
   value: "false"
 {{- end }}
+{{ include "jetqueue.natsEnv" . }}
+{{- end -}}
+
+{{/* Volumes of the NATS credentials and TLS Secrets (any component). */}}
+{{- define "jetqueue.natsVolumes" -}}
 {{- if .Values.nats.credsSecret }}
-- name: JETQUEUE_NATS_CREDS
-  value: /etc/jetqueue-nats/nats.creds
+- name: nats-creds
+  secret:
+    secretName: {{ .Values.nats.credsSecret }}
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+- name: nats-tls
+  secret:
+    secretName: {{ .Values.nats.tls.secretName }}
+{{- end }}
+{{- end -}}
+
+{{- define "jetqueue.natsMounts" -}}
+{{- if .Values.nats.credsSecret }}
+- name: nats-creds
+  mountPath: /etc/jetqueue-nats
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+- name: nats-tls
+  mountPath: /etc/jetqueue-nats-tls
+  readOnly: true
 {{- end }}
 {{- end -}}
 
@@ -120,11 +168,7 @@ app.kubernetes.io/component: {{ .component }}
     name: {{ include "jetqueue.fullname" . }}-catalog
 - name: tmp
   emptyDir: {sizeLimit: 64Mi}
-{{- if .Values.nats.credsSecret }}
-- name: nats-creds
-  secret:
-    secretName: {{ .Values.nats.credsSecret }}
-{{- end }}
+{{- include "jetqueue.natsVolumes" . }}
 {{- end -}}
 
 {{- define "jetqueue.commonMounts" -}}
@@ -133,14 +177,110 @@ app.kubernetes.io/component: {{ .component }}
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if .Values.nats.credsSecret }}
-- name: nats-creds
-  mountPath: /etc/jetqueue-nats
-  readOnly: true
+{{- include "jetqueue.natsMounts" . }}
+{{- end -}}
+
+{{/* Where a component's pods run: node selector, affinity, tolerations and topology spread; (dict "ctx" $ "component" "producer"). */}}
+{{- define "jetqueue.scheduling" -}}
+{{- $v := index .ctx.Values .component -}}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else if .ctx.Values.topologySpread.enabled }}
+{{- /* Zones first, then hosts: a drain or a zone outage never takes every replica of a component. */}}
+topologySpreadConstraints:
+  {{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: {{ $.ctx.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "jetqueue.selectorLabels" $ | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Image pull secrets of a pod spec. */}}
+{{- define "jetqueue.pullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
 {{- end }}
 {{- end -}}
 
 {{/* Runbook link of one alert: (dict "ctx" $ "alert" "JetqueueLagHigh"); the anchors are docs/operations.md's headings. */}}
 {{- define "jetqueue.runbookUrl" -}}
 {{- printf "%s#%s" .ctx.Values.metrics.prometheusRule.runbookBaseUrl (lower .alert) -}}
+{{- end -}}
+
+{{/* Refuse values that would run insecurely or cannot work; devMode relaxes the first kind. Included by NOTES.txt and every Deployment. */}}
+{{- define "jetqueue.validate" -}}
+{{- if hasKey .Values.nats "streamReplicas" }}
+{{- fail "nats.streamReplicas was replaced by jetstream.replicas (one setting for every stream and bucket)" }}
+{{- end }}
+{{- if hasKey (.Values.queueDefaults.stream | default dict) "replicas" }}
+{{- fail "queueDefaults.stream.replicas was replaced by jetstream.replicas (a queue may still set its own stream.replicas)" }}
+{{- end }}
+{{- $replicas := int .Values.jetstream.replicas }}
+{{- if or (lt $replicas 1) (gt $replicas 5) }}
+{{- fail "jetstream.replicas must be 1 to 5 (3 on a production NATS cluster)" }}
+{{- end }}
+{{- if and .Values.jetstream.servers (gt $replicas (int .Values.jetstream.servers)) }}
+{{- fail (printf "jetstream.replicas=%d needs at least %d JetStream servers; jetstream.servers says %d" $replicas $replicas (int .Values.jetstream.servers)) }}
+{{- end }}
+{{- if not .Values.devMode }}
+{{- if and .Values.producer.enabled (not (or .Values.producer.auth.tokens .Values.producer.auth.existingSecret)) }}
+{{- fail "producer.auth.tokens or producer.auth.existingSecret is required: the producer API refuses to start without tokens (devMode=true allows anonymous access on a laptop cluster)" }}
+{{- end }}
+{{- if .Values.monitor.enabled }}
+{{- if not (or .Values.monitor.database.url .Values.monitor.database.existingSecret) }}
+{{- fail "monitor.database.url or monitor.database.existingSecret (PostgreSQL) is required: without it the monitor would keep SQLite on an emptyDir, lost on restart (devMode=true allows it)" }}
+{{- end }}
+{{- if not .Values.monitor.auth.existingSecret }}
+{{- if not (or .Values.monitor.auth.tokens .Values.monitor.auth.users) }}
+{{- fail "monitor.auth.existingSecret (or monitor.auth.tokens/users) is required: the monitor would have no way in (devMode=true allows it)" }}
+{{- end }}
+{{- if lt (len .Values.monitor.auth.sessionSecret) 32 }}
+{{- fail "monitor.auth.sessionSecret (32+ characters) is required with monitor.auth.tokens/users, or use monitor.auth.existingSecret: a generated one would change on every render" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* One NetworkPolicy egress rule: (dict "to" <peers, empty = anywhere> "ports" <NetworkPolicyPorts>). */}}
+{{- define "jetqueue.egressRule" -}}
+- ports:
+    {{- toYaml .ports | nindent 4 }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* A NetworkPolicy's ingress: one rule from these peers to one port, or none at all (an empty "from"
+would mean every source): (dict "from" <peers> "port" 8080). */}}
+{{- define "jetqueue.ingressRule" -}}
+{{- if .from }}
+ingress:
+  - ports: [{protocol: TCP, port: {{ .port }}}]
+    from:
+      {{- toYaml .from | nindent 6 }}
+{{- else }}
+ingress: []
+{{- end }}
 {{- end -}}

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from jetqueue.telemetry import setup_tracing
     from jetqueue_operator.app import build_registry, create_runtime, operate
     from jetqueue_operator.kube import KubeApi
+    from jetqueue_operator.leader import LeaderLost
     from jetqueue_operator.settings import OperatorSettings
 
     try:
@@ -35,11 +36,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     kube = KubeApi(client.ApiClient())
     # kopf's default registry logs in the way the kubernetes client just did.
-    registry = build_registry(create_runtime(settings, kube), kopf.get_default_registry())
+    runtime = create_runtime(settings, kube)
+    registry = build_registry(runtime, kopf.get_default_registry())
     try:
-        asyncio.run(operate(settings, registry))
+        asyncio.run(operate(settings, registry, kube=kube, metrics=runtime.metrics, fence=runtime.nats.fence))
     except KeyboardInterrupt:
         pass
+    except LeaderLost as exc:
+        # Exit so the container restarts and stands by again with a clean state.
+        print(f"jetqueue-operator: {exc}", file=sys.stderr)
+        return 1
     finally:
         kube.close()
     return 0

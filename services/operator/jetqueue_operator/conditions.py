@@ -10,6 +10,11 @@ READY = "Ready"
 PAUSED = "Paused"
 SCALING = "Scaling"
 DEGRADED = "Degraded"
+# A QueueAction's: Accepted (valid, its JobQueue exists), then Complete or Failed, as a Job's
+# (so `kubectl wait --for=condition=Complete queueaction/<name>` works).
+ACCEPTED = "Accepted"
+COMPLETE = "Complete"
+FAILED = "Failed"
 
 
 def now_iso() -> str:
@@ -40,5 +45,5 @@ class Conditions:
         return self._by_type.get(type_)
 
     def render(self) -> list[dict[str, Any]]:
-        order = {READY: 0, PAUSED: 1, SCALING: 2, DEGRADED: 3}
+        order = {READY: 0, PAUSED: 1, SCALING: 2, DEGRADED: 3, ACCEPTED: 4, COMPLETE: 5, FAILED: 6}
         return sorted(self._by_type.values(), key=lambda c: (order.get(c["type"], 9), c["type"]))

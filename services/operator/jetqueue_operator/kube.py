@@ -15,7 +15,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 class KubeApi:
-    """Deployments, ConfigMaps and QueueAction status through one ``ApiClient``.
+    """Deployments, ConfigMaps, PodDisruptionBudgets, the leader Lease and statuses through one ``ApiClient``.
 
     The client is blocking, so every call runs in a thread.
     """
@@ -25,6 +25,8 @@ class KubeApi:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
 
     @classmethod
     def for_host(cls, host: str, *, token: str | None = None, verify_ssl: bool = True) -> KubeApi:
@@ -121,3 +123,93 @@ class KubeApi:
             {"status": status},
             _content_type=MERGE_PATCH,
         )
+
+    async def patch_jobqueue_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a JobQueue's status (the counts right after a QueueAction)."""
+        await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            JOBQUEUES,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    # ---------------------------------------------------- PodDisruptionBudgets
+
+    async def apply_pdb(self, namespace: str, body: dict[str, Any]) -> str | None:
+        """Create or update a PodDisruptionBudget's spec: "created", "updated", or None (already so)."""
+        name = body["metadata"]["name"]
+        try:
+            have = await asyncio.to_thread(self.policy.read_namespaced_pod_disruption_budget, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            await asyncio.to_thread(self.policy.create_namespaced_pod_disruption_budget, namespace, body)  # type: ignore[arg-type]
+            return "created"
+        if self._plain(have.spec) == body["spec"]:
+            return None
+        await asyncio.to_thread(
+            self.policy.patch_namespaced_pod_disruption_budget,
+            name,
+            namespace,
+            [{"op": "replace", "path": "/spec", "value": body["spec"]}],
+            _content_type=JSON_PATCH,
+        )
+        return "updated"
+
+    async def delete_pdb(self, namespace: str, name: str) -> bool:
+        try:
+            await asyncio.to_thread(self.policy.delete_namespaced_pod_disruption_budget, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # ---------------------------------------------------------------- Lease
+
+    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as a plain dict (camelCase keys), or None if it does not exist."""
+        try:
+            obj = await asyncio.to_thread(self.coordination.read_namespaced_lease, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._plain(obj)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Lease; False if another replica created it first (409)."""
+        try:
+            await asyncio.to_thread(self.coordination.create_namespaced_lease, namespace, body)  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def swap_lease(self, namespace: str, name: str, resource_version: str, spec: dict[str, Any]) -> bool:
+        """Replace the Lease's spec if nobody wrote it since ``resource_version`` (compare-and-swap).
+
+        A JSON patch whose first operation tests the resourceVersion: the API server
+        applies it atomically, so of two replicas racing for the same Lease one wins.
+        Returns False when the test failed (someone else wrote it) or the Lease is gone.
+        """
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/spec", "value": spec},
+        ]
+        try:
+            await asyncio.to_thread(
+                self.coordination.patch_namespaced_lease, name, namespace, ops, _content_type=JSON_PATCH
+            )
+        except ApiException as exc:
+            # 409/422: the test failed or the write conflicted; 404: deleted. Anything else
+            # (5xx, timeouts) is an outage the caller counts against its renew deadline.
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True

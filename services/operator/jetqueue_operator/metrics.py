@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator (names in docs/metrics.md), served on ``/metrics``.
 
-Every replica serves them; only the active one (kopf peering) reconciles, so
+Every replica serves them; only the one holding the leader Lease reconciles, so
 dashboards and alerts take the ``max`` over replicas.
 """
 

@@ -22,6 +22,7 @@ class NatsLink:
         self.settings = settings
         self._nc: NatsClient | None = None
         self._lock = asyncio.Lock()
+        self._fenced = False
 
     @property
     def connected(self) -> bool:
@@ -35,6 +36,8 @@ class NatsLink:
             ServerTooOld: the server is older than jetqueue needs.
         """
         async with self._lock:
+            if self._fenced:
+                raise NatsUnavailable("this operator replica lost its Lease: it no longer touches NATS")
             if self._nc is not None and not self._nc.is_closed:
                 if not self._nc.is_connected:
                     raise NatsUnavailable(f"NATS at {self.settings.common.nats_url} is reconnecting")
@@ -53,6 +56,16 @@ class NatsLink:
 
     async def jetstream(self) -> JetStreamContext:
         return (await self.client()).jetstream()
+
+    async def fence(self) -> None:
+        """Close the connection for good: a replica that lost its Lease must not act on JetStream any more."""
+        self._fenced = True
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.close()
+            except Exception as exc:
+                log.warning("closing the NATS connection: %s", exc)
+        self._nc = None
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:

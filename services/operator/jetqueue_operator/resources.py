@@ -47,6 +47,15 @@ class JobDefaults(_Model):
     max_stalled: int = Field(default=2, ge=0, le=50, alias="maxStalled")
 
 
+class DisruptionBudget(_Model):
+    """The worker Deployment's PodDisruptionBudget: how many workers a node drain may evict at once."""
+
+    enabled: bool = True
+    # An int or a percentage ("25%"), as in a PodDisruptionBudget. maxUnavailable (not
+    # minAvailable) so a drain of a one-replica queue proceeds instead of blocking forever.
+    max_unavailable: int | str = Field(default=1, alias="maxUnavailable")
+
+
 class WorkerTemplate(_Model):
     image: str | None = None
     image_pull_policy: str | None = Field(default=None, alias="imagePullPolicy")
@@ -58,6 +67,12 @@ class WorkerTemplate(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     termination_grace_period_seconds: int = Field(default=45, ge=0, le=3600, alias="terminationGracePeriodSeconds")
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    # None: the operator's default (spread over zones and hosts, best effort); []: no constraints.
+    topology_spread_constraints: list[dict[str, Any]] | None = Field(default=None, alias="topologySpreadConstraints")
+    priority_class_name: str | None = Field(default=None, alias="priorityClassName")
+    pod_disruption_budget: DisruptionBudget = Field(default=DisruptionBudget(), alias="podDisruptionBudget")
 
 
 class ScalingPolicy(_Model):
@@ -150,6 +165,9 @@ class Phase(StrEnum):
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
+# Destructive actions and the word their spec must carry in ``confirm`` (the CRD's CEL rules say the same).
+CONFIRMATIONS = {ActionType.DRAIN: "DRAIN", ActionType.CLEAN: "CLEAN"}
+
 
 class QueueActionSpec(_Model):
     """``QueueAction.spec``: what to do to which JobQueue, and why."""
@@ -161,9 +179,15 @@ class QueueActionSpec(_Model):
     include_delayed: bool | None = Field(default=None, alias="includeDelayed")
     state: str | None = Field(default=None, pattern="^failed$")
     older_than_seconds: int | None = Field(default=None, ge=0, alias="olderThanSeconds")
+    confirm: str | None = None
 
     @model_validator(mode="after")
     def _params_fit(self) -> QueueActionSpec:
+        word = CONFIRMATIONS.get(self.action)
+        if word is not None and self.confirm != word:
+            raise ValueError(f"{self.action} deletes jobs: set confirm: {word} to confirm it")
+        if word is None and self.confirm is not None:
+            raise ValueError("confirm is only valid with action drain or clean")
         if self.until is not None and self.action is not ActionType.PAUSE:
             raise ValueError("until is only valid with action pause")
         if self.include_delayed is not None and self.action is not ActionType.DRAIN:

@@ -1,4 +1,4 @@
-"""The worker Deployment and catalog ConfigMap of a JobQueue (pure manifest builders)."""
+"""The worker Deployment, PodDisruptionBudget and catalog ConfigMap of a JobQueue (pure manifest builders)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ JOBQUEUE_LABEL = "jetqueue.io/jobqueue"
 
 
 def deployment_name(jobqueue: str) -> str:
+    return f"jetqueue-worker-{jobqueue}"
+
+
+def pdb_name(jobqueue: str) -> str:
     return f"jetqueue-worker-{jobqueue}"
 
 
@@ -64,6 +68,8 @@ def _env(spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> li
         # The operator owns the stream and consumers (storage, size caps the
         # catalog cannot express); a worker must not re-provision them.
         {"name": "JETQUEUE_PROVISION", "value": "false"},
+        # The deployment's one replica setting, as every other jetqueue process has it.
+        {"name": "JETQUEUE_REPLICAS", "value": str(settings.common.replicas)},
     ]
     if spec.worker.processor:
         env.append({"name": "JETQUEUE_WORKER_PROCESSOR", "value": spec.worker.processor})
@@ -77,6 +83,56 @@ def _env(spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> li
         ]
     known = {e["name"] for e in spec.worker.env}
     return [e for e in env if e["name"] not in known] + [dict(e) for e in spec.worker.env]
+
+
+def topology_spread(jobqueue: str, spec: JobQueueSpec) -> list[dict[str, Any]]:
+    """The spec's constraints, or by default: workers spread over zones, then hosts.
+
+    ScheduleAnyway: a best effort that never leaves a worker Pending on a
+    one-zone (or one-node) cluster; a drain or a zone outage then takes out only
+    part of a queue's workers.
+    """
+    if spec.worker.topology_spread_constraints is not None:
+        return [dict(c) for c in spec.worker.topology_spread_constraints]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(jobqueue)},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+
+
+def _scheduling(jobqueue: str, spec: JobQueueSpec) -> dict[str, Any]:
+    """Pod spec fields that decide where workers run."""
+    out: dict[str, Any] = {}
+    if spec.worker.node_selector:
+        out["nodeSelector"] = dict(spec.worker.node_selector)
+    if spec.worker.affinity:
+        out["affinity"] = dict(spec.worker.affinity)
+    if spec.worker.tolerations:
+        out["tolerations"] = [dict(t) for t in spec.worker.tolerations]
+    if spec.worker.priority_class_name:
+        out["priorityClassName"] = spec.worker.priority_class_name
+    spread = topology_spread(jobqueue, spec)
+    if spread:
+        out["topologySpreadConstraints"] = spread
+    return out
+
+
+def pod_disruption_budget(jobqueue: str, namespace: str, spec: JobQueueSpec, queue: str) -> dict[str, Any] | None:
+    """The workers' PodDisruptionBudget, or None when the spec turns it off."""
+    budget = spec.worker.pod_disruption_budget
+    if not budget.enabled:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": pdb_name(jobqueue), "namespace": namespace, "labels": labels(jobqueue, queue)},
+        "spec": {"maxUnavailable": budget.max_unavailable, "selector": {"matchLabels": selector_labels(jobqueue)}},
+    }
 
 
 def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: OperatorSettings) -> dict[str, Any]:
@@ -144,8 +200,7 @@ def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: 
     }
     if spec.worker.service_account_name or settings.worker_service_account:
         pod_spec["serviceAccountName"] = spec.worker.service_account_name or settings.worker_service_account
-    if spec.worker.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.worker.node_selector)
+    pod_spec.update(_scheduling(jobqueue, spec))
     annotations = {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
