@@ -305,6 +305,27 @@ async def test_last_failure_dead_letters_and_notifies_admins(
     assert r.job_id in json.dumps(alert.data)
 
 
+async def test_a_one_queue_worker_alerts_on_a_queue_outside_its_catalog(
+    client: JobClient, make_worker: Any, catalog: Catalog
+) -> None:
+    """On Kubernetes each worker loads a catalog of its own queue only; its alerts still reach the alert queue."""
+    reg = ProcessorRegistry()
+
+    async def proc(ctx: JobContext) -> None:
+        raise PermanentError("no such customer")
+
+    reg.register(Q, proc)
+    own = catalog.only(Q)
+    assert "notification-send" not in own and own.alerts is not None
+    await make_worker(reg, cat=own)
+    r = await client.enqueue(Q, "x", {"k": "v"})
+    await eventually(lambda: state_is(client, r.job_id, JobStatus.FAILED), timeout=8)
+    alert = await client.status(f"dlq-alert-{Q}-{r.job_id}")  # read with the full catalog, as its workers would
+    assert alert.queue == "notification-send" and alert.state is JobStatus.WAITING and alert.name == "admin-alert"
+    assert alert.attempts == catalog.get("notification-send").attempts  # that queue's own defaults apply
+    assert r.job_id in json.dumps(alert.data)
+
+
 async def test_permanent_error_skips_remaining_attempts(client: JobClient, make_worker: Any) -> None:
     calls: list[int] = []
     reg = ProcessorRegistry()

@@ -124,7 +124,11 @@ class CronSpec(BaseModel):
 
 
 class AlertSpec(BaseModel):
-    """Where a worker sends an admin alert when a job is dead-lettered (the seed's notification job)."""
+    """Where a worker sends an admin alert when a job is dead-lettered (the seed's notification job).
+
+    The queue may be outside the catalog that names it (then the alert carries
+    no options: that queue's workers apply their own defaults).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,8 +156,8 @@ class Catalog(BaseModel):
         for s in self.schedules:
             if s.queue not in seen:
                 raise ValueError(f"schedule {s.name!r} names unknown queue {s.queue!r}")
-        if self.alerts is not None and self.alerts.queue not in seen:
-            raise ValueError(f"alerts go to unknown queue {self.alerts.queue!r}")
+        # The alert queue need not be in this catalog: a worker's one-queue catalog (Kubernetes)
+        # names it so that worker can still raise alerts there.
         return self
 
     def get(self, name: str) -> QueueSpec:
@@ -172,9 +176,8 @@ class Catalog(BaseModel):
     def only(self, *queue_names: str) -> Catalog:
         """A catalog restricted to some queues (tests, single-queue workers)."""
         keep = [self.get(n) for n in queue_names]
-        alerts = self.alerts if self.alerts is not None and self.alerts.queue in queue_names else None
         return Catalog(
-            queues=tuple(keep), schedules=tuple(s for s in self.schedules if s.queue in queue_names), alerts=alerts
+            queues=tuple(keep), schedules=tuple(s for s in self.schedules if s.queue in queue_names), alerts=self.alerts
         )
 
     def replace(self, name: str, **changes: Any) -> Catalog:

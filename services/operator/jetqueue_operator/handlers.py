@@ -337,7 +337,7 @@ async def _ensure_workers(
     dep_name = workload.deployment_name(p.name)
     rec: Recommendation | None = None
     try:
-        cm = workload.configmap(p.name, p.namespace, queue)
+        cm = workload.configmap(p.name, p.namespace, queue, rt.settings.alerts_queue)
         kopf.adopt(cm, owner=p.body)
         await rt.kube.apply_configmap(p.namespace, cm)
         await _apply_budget(rt, p, jq, queue)

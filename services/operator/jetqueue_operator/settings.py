@@ -44,6 +44,9 @@ class OperatorSettings(BaseSettings):
     worker_env_secret: str = Field(
         default="jetqueue-nats", description="Secret with JETQUEUE_NATS_URL (and user/password) for workers"
     )
+    alerts_queue: str = Field(
+        default="", description="queue whose workers send admin alerts of dead-lettered jobs (empty: no alerts)"
+    )
     nats_creds_secret: str = Field(default="", description="Secret with a nats.creds file mounted into workers")
     nats_tls_secret: str = Field(
         default="", description="Secret with ca.crt, tls.crt and tls.key mounted into workers for NATS TLS"

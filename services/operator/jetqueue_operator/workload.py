@@ -45,17 +45,20 @@ def labels(jobqueue: str, queue: str) -> dict[str, str]:
     return {**selector_labels(jobqueue), QUEUE_LABEL: queue, "app.kubernetes.io/managed-by": "jetqueue-operator"}
 
 
-def catalog_yaml(queue: QueueSpec) -> str:
-    """A one-queue catalog file the worker loads (JETQUEUE_CATALOG)."""
-    return yaml.safe_dump({"queues": [queue.model_dump(mode="json")]}, allow_unicode=True, sort_keys=False)
+def catalog_yaml(queue: QueueSpec, alerts_queue: str = "") -> str:
+    """A one-queue catalog file the worker loads (JETQUEUE_CATALOG), with where admin alerts go."""
+    doc: dict[str, Any] = {"queues": [queue.model_dump(mode="json")]}
+    if alerts_queue:
+        doc["alerts"] = {"queue": alerts_queue}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
-def configmap(jobqueue: str, namespace: str, queue: QueueSpec) -> dict[str, Any]:
+def configmap(jobqueue: str, namespace: str, queue: QueueSpec, alerts_queue: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": configmap_name(jobqueue), "namespace": namespace, "labels": labels(jobqueue, queue.name)},
-        "data": {CATALOG_FILE: catalog_yaml(queue)},
+        "data": {CATALOG_FILE: catalog_yaml(queue, alerts_queue)},
     }
 
 
@@ -205,7 +208,9 @@ def pod_template(jobqueue: str, spec: JobQueueSpec, queue: QueueSpec, settings: 
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
         # A change of the catalog (job defaults) rolls the pods: they read it at start.
-        "jetqueue.io/catalog-hash": hashlib.sha256(catalog_yaml(queue).encode()).hexdigest()[:16],
+        "jetqueue.io/catalog-hash": hashlib.sha256(catalog_yaml(queue, settings.alerts_queue).encode()).hexdigest()[
+            :16
+        ],
         **spec.worker.pod_annotations,
     }
     return {"metadata": {"labels": labels(jobqueue, queue.name), "annotations": annotations}, "spec": pod_spec}

@@ -257,26 +257,33 @@ class Outcomes:
         if alerts is None or (env.queue == alerts.queue and env.name == alerts.job_name):
             return None  # never alert about a failed alert (no loop)
         details = {"job_id": env.id, "queue": env.queue, "error": text[:500], "data": truncated(env.data, 2000)}
+        data = {
+            "type": "JOB_FAILED",
+            "severity": "HIGH",
+            "audience": "admins",
+            "title": f"Job Failed: {env.name}",
+            "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
+            "details": details,
+        }
+        job_id = f"dlq-alert-{env.queue}-{env.id}"[:128]
+        if alerts.queue not in self.catalog:
+            return self._foreign_alert(alerts.queue, alerts.job_name, alerts.priority, job_id, data)
         try:
             return self.client.prepare(
-                JobRequest(
-                    queue=alerts.queue,
-                    name=alerts.job_name,
-                    data={
-                        "type": "JOB_FAILED",
-                        "severity": "HIGH",
-                        "audience": "admins",
-                        "title": f"Job Failed: {env.name}",
-                        "message": f"Job {env.id} in queue {env.queue} failed after {env.attempt} attempts ({reason})",
-                        "details": details,
-                    },
-                    job_id=f"dlq-alert-{env.queue}-{env.id}"[:128],
-                    priority=alerts.priority,
-                )
+                JobRequest(queue=alerts.queue, name=alerts.job_name, data=data, job_id=job_id, priority=alerts.priority)
             )
         except JetqueueError as exc:
             log.error("admin alert for job %s cannot be built: %s", env.id, exc)
             return None
+
+    @staticmethod
+    def _foreign_alert(queue: str, name: str, priority: int, job_id: str, data: Any) -> Message:
+        """An alert job on a queue this worker's catalog does not hold: the envelope as any client
+        may publish it (docs/envelope.md), options left to that queue's defaults. Priority 1 is
+        level 0 on any queue; other priorities go to the middle level of the default three."""
+        level = 0 if priority <= 1 else 1
+        body = codec.encode({"v": 1, "id": job_id, "queue": queue, "name": name, "data": data, "enqueued_at": now_ms()})
+        return Message(names.job_subject(queue, level, job_id), body, {H_MSG_ID: job_id})
 
     def malformed(self, msg: Msg, seq: int, reason: str) -> Outcome:
         headers = {
