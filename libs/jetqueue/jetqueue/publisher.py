@@ -116,6 +116,11 @@ class Wire:
         await nc._flush_pending()
 
 
+def _give_up(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)  # the replies still missing are published again
+
+
 def _one_line(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
@@ -246,10 +251,11 @@ class Publisher:
                 except nats.errors.OutboundBufferLimitError:
                     log.debug("publish buffer full while reconnecting")
                 timeout = ack_timeout if end is None else max(min(ack_timeout, end - time.monotonic()), 0.0)
-                try:
-                    await asyncio.wait_for(asyncio.shield(batch.done), timeout)
-                except TimeoutError:
-                    pass
+                if not batch.done.done():
+                    # A timer that ends the wait, not wait_for(shield(...)): two tasks per publish.
+                    timer = asyncio.get_running_loop().call_later(timeout, _give_up, batch.done)
+                    await batch.done
+                    timer.cancel()
             todo = []
             for i, raw in enumerate(batch.replies):
                 if results[i] is not None:
