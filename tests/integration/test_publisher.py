@@ -76,3 +76,27 @@ async def test_messages_published_across_a_server_restart_are_all_confirmed(
     info = await nc.jetstream().stream_info(stream)
     assert info.state.messages == 2000  # every message stored once (the id dedupes the ones sent twice)
     assert pub.in_flight == 0
+
+
+async def test_states_go_out_as_one_fast_batch(nc: NatsClient) -> None:
+    """Many messages to a stream that allows batches: one confirmation for all, every one stored, in order."""
+    from dataclasses import replace
+
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="FAST", subjects=["fast.>"], allow_msg_ttl=True))
+    info = await js.stream_info("FAST")
+    await js.update_stream(replace(info.config, allow_batched=True))
+    pub = Publisher(nc, fast_prefix="fast.")
+    msgs = [Message(f"fast.{i}", f"s{i}".encode(), {"Nats-TTL": "60s"}) for i in range(250)]
+    results = await pub.publish(msgs, details=False)
+    assert not any(r.error for r in results) and pub._fast_next == 1 and pub._fast_ok
+    state = (await js.stream_info("FAST")).state
+    assert state.messages == 250  # the closing commit (operation 3) stores nothing
+    assert (await js.get_msg("FAST", seq=250)).data == b"s249"
+
+
+async def test_without_batches_on_the_stream_it_publishes_one_by_one(nc: NatsClient, stream: str) -> None:
+    pub = Publisher(nc, fast_prefix="pubtest.")
+    results = await pub.publish([Message(f"pubtest.f{i}", b"x") for i in range(20)], deadline=10)
+    assert not any(r.error for r in results) and not pub._fast_ok  # learned once, then plain publishes
+    assert (await nc.jetstream().stream_info(stream)).state.messages == 20

@@ -144,11 +144,11 @@ class Worker:
         self.progress_interval_s = progress_interval_s
         self.grace_s = grace_s
         self.metrics = metrics or WorkerMetrics()
-        self.series = QueueMetrics(self.metrics, queue, registry.names(queue))
+        self.series = QueueMetrics(self.metrics, queue, registry.names(queue) | catalog.job_names(queue))
         self.version = version
         self.on_fatal = on_fatal
         self.client = JobClient(nc, catalog)
-        self.publisher = Publisher(nc)
+        self.publisher = Publisher(nc, fast_prefix=names.states_prefix())
         self.settler = Settler(
             nc,
             self.publisher,
