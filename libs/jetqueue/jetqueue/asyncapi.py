@@ -95,113 +95,115 @@ def _channel(address: str, description: str, message: str) -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
-    """The AsyncAPI document (stable: same code, same output)."""
-    q, lvl, jid, nm, wid = "{queue}", "{level}", "{jobId}", "{name}", "{workerId}"
-    params = {
-        "queue": {"description": "queue key from the catalog, e.g. email-send"},
-        "level": {"description": "priority level 0..levels-1, 0 most urgent"},
-        "jobId": {"description": "job id: 1-128 of letters, digits and _-:=@+"},
-        "name": {"description": "schedule name"},
-        "workerId": {"description": "worker id"},
-    }
+_PARAMS = {
+    "queue": {"description": "queue key from the catalog, e.g. email-send"},
+    "level": {"description": "priority level 0..levels-1, 0 most urgent"},
+    "jobId": {"description": "job id: 1-128 of letters, digits and _-:=@+"},
+    "name": {"description": "schedule name"},
+    "workerId": {"description": "worker id"},
+}
 
-    def with_params(ch: dict[str, Any], *keys: str) -> dict[str, Any]:
-        ch["parameters"] = {k: params[k] for k in keys}
-        return ch
+# channel key: (address, description, message, parameters); addresses come from jetqueue.names
+# with the parameters in place of their values.
+_Q, _L, _J, _N, _W = "{queue}", "{level}", "{jobId}", "{name}", "{workerId}"
+_CHANNELS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "job": (
+        names.job_subject(_Q, _L, _J),  # type: ignore[arg-type]  # a template: {level} stands for the number
+        "A waiting job (stream JQ_<QUEUE>). Header Nats-Msg-Id = job id.",
+        "Job",
+        ("queue", "level", "jobId"),
+    ),
+    "delayed": (
+        names.sched_subject(_Q, _J),
+        "A delayed job or a retry waiting for its backoff: a broker schedule "
+        "(Nats-Schedule: @at <RFC 3339>, Nats-Schedule-Target: the job subject).",
+        "Job",
+        ("queue", "jobId"),
+    ),
+    "recurring": (
+        names.cron_subject(_Q, _N),
+        "A recurring schedule (Nats-Schedule: 6-field cron or @every), firing onto jq.<queue>.cronjob.p<level>.<name>.",
+        "Job",
+        ("queue", "name"),
+    ),
+    "cronjob": (
+        names.cronjob_subject(_Q, _L, _N),  # type: ignore[arg-type]
+        "A job fired by a recurring schedule; its id is cron-<name>-<stream seq>.",
+        "Job",
+        ("queue", "level", "name"),
+    ),
+    "events": (
+        names.events_subject(_Q),
+        "Batched lifecycle records (stream JQ_EVENTS); header Nats-Msg-Id per batch.",
+        "LifecycleBatch",
+        ("queue",),
+    ),
+    "audit": (names.audit_subject("{entity}"), "Audit records of control actions (stream JQ_EVENTS).", "Audit", ()),
+    "heartbeats": (
+        names.heartbeat_subject(_Q, _W),
+        "Worker heartbeats every 10 s (stream JQ_HEARTBEATS, last per worker).",
+        "Heartbeat",
+        ("queue", "workerId"),
+    ),
+    "deadLetters": (
+        names.dlq_subject(_Q, _J),
+        "Dead-lettered jobs (stream JQ_DLQ); headers Jq-Reason, Jq-Error, Jq-Failed-At, Jq-Original-Subject.",
+        "Job",
+        ("queue", "jobId"),
+    ),
+    "cancel": (
+        names.cancel_subject(_Q),
+        "Core NATS: ask the workers of a queue to stop a running job.",
+        "Cancel",
+        ("queue",),
+    ),
+    "jobState": (
+        names.state_subject(_J),
+        "Last known state of a job (KV bucket jq-jobs; per-key TTL).",
+        "JobState",
+        ("jobId",),
+    ),
+    "maxDeliveries": (
+        names.MAX_DELIVERIES_ALL,
+        "Server advisories for jobs that hit max_deliver (captured in JQ_ADVISORIES).",
+        "Advisory",
+        (),
+    ),
+}
 
-    channels = {
-        "job": with_params(
-            _channel(
-                f"{names.PREFIX}.{q}.job.p{lvl}.{jid}",
-                "A waiting job (stream JQ_<QUEUE>). Header Nats-Msg-Id = job id.",
-                "Job",
-            ),
-            "queue",
-            "level",
-            "jobId",
-        ),
-        "delayed": with_params(
-            _channel(
-                f"{names.PREFIX}.{q}.sched.{jid}",
-                "A delayed job or a retry waiting for its backoff: a broker schedule "
-                "(Nats-Schedule: @at <RFC 3339>, Nats-Schedule-Target: the job subject).",
-                "Job",
-            ),
-            "queue",
-            "jobId",
-        ),
-        "recurring": with_params(
-            _channel(
-                f"{names.PREFIX}.{q}.cron.{nm}",
-                "A recurring schedule (Nats-Schedule: 6-field cron or @every), firing "
-                "onto jq.<queue>.cronjob.p<level>.<name>.",
-                "Job",
-            ),
-            "queue",
-            "name",
-        ),
-        "cronjob": with_params(
-            _channel(
-                f"{names.PREFIX}.{q}.cronjob.p{lvl}.{nm}",
-                "A job fired by a recurring schedule; its id is cron-<name>-<stream seq>.",
-                "Job",
-            ),
-            "queue",
-            "level",
-            "name",
-        ),
-        "events": with_params(
-            _channel(
-                f"{names.PREFIX}.events.{q}",
-                "Batched lifecycle records (stream JQ_EVENTS); header Nats-Msg-Id per batch.",
-                "LifecycleBatch",
-            ),
-            "queue",
-        ),
-        "audit": _channel(
-            f"{names.PREFIX}.audit.{{entity}}", "Audit records of control actions (stream JQ_EVENTS).", "Audit"
-        ),
-        "heartbeats": with_params(
-            _channel(
-                f"{names.PREFIX}.hb.{q}.{wid}",
-                "Worker heartbeats every 10 s (stream JQ_HEARTBEATS, last per worker).",
-                "Heartbeat",
-            ),
-            "queue",
-            "workerId",
-        ),
-        "deadLetters": with_params(
-            _channel(
-                f"{names.PREFIX}.dlq.{q}.{jid}",
-                "Dead-lettered jobs (stream JQ_DLQ); headers Jq-Reason, Jq-Error, Jq-Failed-At, Jq-Original-Subject.",
-                "Job",
-            ),
-            "queue",
-            "jobId",
-        ),
-        "cancel": with_params(
-            _channel(
-                f"{names.PREFIX}.ctl.{q}.cancel",
-                "Core NATS: ask the workers of a queue to stop a running job.",
-                "Cancel",
-            ),
-            "queue",
-        ),
-        "jobState": with_params(
-            _channel(
-                f"$KV.{names.JOBS_BUCKET}.{jid}",
-                "Last known state of a job (KV bucket jq-jobs; per-key TTL).",
-                "JobState",
-            ),
-            "jobId",
-        ),
-        "maxDeliveries": _channel(
-            names.MAX_DELIVERIES_ALL,
-            "Server advisories for jobs that hit max_deliver (captured in JQ_ADVISORIES).",
-            "Advisory",
-        ),
-    }
+# operation: (action, channel)
+_OPERATIONS = {
+    "enqueue": ("send", "job"),
+    "enqueueDelayed": ("send", "delayed"),
+    "schedule": ("send", "recurring"),
+    "runJob": ("receive", "job"),
+    "runCronJob": ("receive", "cronjob"),
+    "emitEvents": ("send", "events"),
+    "ingestEvents": ("receive", "events"),
+    "emitAudit": ("send", "audit"),
+    "heartbeat": ("send", "heartbeats"),
+    "deadLetter": ("send", "deadLetters"),
+    "cancelRunning": ("send", "cancel"),
+    "recordState": ("send", "jobState"),
+    "handleMaxDeliveries": ("receive", "maxDeliveries"),
+}
+
+
+def _channels() -> dict[str, Any]:
+    out = {}
+    for key, (address, description, message, params) in _CHANNELS.items():
+        ch = _channel(address, description, message)
+        if params:
+            ch["parameters"] = {k: _PARAMS[k] for k in params}
+        out[key] = ch
+    return out
+
+
+def _json(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"contentType": "application/json", "payload": payload}
+
+
+def _messages() -> dict[str, Any]:
     batch = {
         "type": "object",
         "required": ["v", "records"],
@@ -215,59 +217,35 @@ def document() -> dict[str, Any]:
             },
         },
     }
-    messages = {
-        "Job": {"contentType": "application/json", "payload": ENVELOPE},
-        "LifecycleBatch": {"contentType": "application/json", "payload": batch},
-        "Audit": {
-            "contentType": "application/json",
-            "payload": dataclass_schema(
-                AuditRecord, required=("actor", "action", "entity_type", "entity_id", "ok", "ts")
-            ),
-        },
-        "Heartbeat": {
-            "contentType": "application/json",
-            "payload": dataclass_schema(Heartbeat, required=("worker_id", "queue", "ts")),
-        },
-        "Cancel": {
-            "contentType": "application/json",
-            "payload": {
-                "type": "object",
-                "required": ["job_id"],
-                "properties": {"job_id": {"type": "string"}, "reason": {"type": "string"}},
-            },
-        },
-        "JobState": {
-            "contentType": "application/json",
-            "payload": dataclass_schema(JobState, required=("id", "queue", "state")),
-        },
-        "Advisory": {
-            "contentType": "application/json",
-            "payload": {
-                "type": "object",
-                "properties": {
-                    "stream": {"type": "string"},
-                    "consumer": {"type": "string"},
-                    "stream_seq": {"type": "integer"},
-                    "deliveries": {"type": "integer"},
-                },
-            },
+    cancel = {
+        "type": "object",
+        "required": ["job_id"],
+        "properties": {"job_id": {"type": "string"}, "reason": {"type": "string"}},
+    }
+    advisory = {
+        "type": "object",
+        "properties": {
+            "stream": {"type": "string"},
+            "consumer": {"type": "string"},
+            "stream_seq": {"type": "integer"},
+            "deliveries": {"type": "integer"},
         },
     }
-    operations = {
-        "enqueue": {"action": "send", "channel": {"$ref": "#/channels/job"}},
-        "enqueueDelayed": {"action": "send", "channel": {"$ref": "#/channels/delayed"}},
-        "schedule": {"action": "send", "channel": {"$ref": "#/channels/recurring"}},
-        "runJob": {"action": "receive", "channel": {"$ref": "#/channels/job"}},
-        "runCronJob": {"action": "receive", "channel": {"$ref": "#/channels/cronjob"}},
-        "emitEvents": {"action": "send", "channel": {"$ref": "#/channels/events"}},
-        "ingestEvents": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
-        "emitAudit": {"action": "send", "channel": {"$ref": "#/channels/audit"}},
-        "heartbeat": {"action": "send", "channel": {"$ref": "#/channels/heartbeats"}},
-        "deadLetter": {"action": "send", "channel": {"$ref": "#/channels/deadLetters"}},
-        "cancelRunning": {"action": "send", "channel": {"$ref": "#/channels/cancel"}},
-        "recordState": {"action": "send", "channel": {"$ref": "#/channels/jobState"}},
-        "handleMaxDeliveries": {"action": "receive", "channel": {"$ref": "#/channels/maxDeliveries"}},
+    return {
+        "Job": _json(ENVELOPE),
+        "LifecycleBatch": _json(batch),
+        "Audit": _json(
+            dataclass_schema(AuditRecord, required=("actor", "action", "entity_type", "entity_id", "ok", "ts"))
+        ),
+        "Heartbeat": _json(dataclass_schema(Heartbeat, required=("worker_id", "queue", "ts"))),
+        "Cancel": _json(cancel),
+        "JobState": _json(dataclass_schema(JobState, required=("id", "queue", "state"))),
+        "Advisory": _json(advisory),
     }
+
+
+def document() -> dict[str, Any]:
+    """The AsyncAPI document (stable: same code, same output)."""
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -280,9 +258,11 @@ def document() -> dict[str, Any]:
             + ".",
         },
         "defaultContentType": "application/json",
-        "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages},
+        "channels": _channels(),
+        "operations": {
+            op: {"action": action, "channel": {"$ref": f"#/channels/{ch}"}} for op, (action, ch) in _OPERATIONS.items()
+        },
+        "components": {"messages": _messages()},
     }
 
 

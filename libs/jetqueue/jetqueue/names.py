@@ -9,6 +9,8 @@ Layout (``<q>`` is a queue key such as ``ei-update``, ``<l>`` a priority level
                                         backoff (broker ``@at`` schedule)
 ``jq.<q>.cron.<name>``                  a recurring schedule (broker cron)
 ``jq.<q>.cronjob.p<l>.<name>``          where a cron schedule fires its jobs
+``jq.<q>.cronpaused.<name>``            a paused recurring schedule's definition
+                                        (no schedule header: it fires nothing)
 ``jq.dlq.<q>.<job_id>``                 dead-lettered job (stream ``JQ_DLQ``)
 ``jq.events.<q>``                       batched lifecycle records (``JQ_EVENTS``)
 ``jq.hb.<q>.<worker_id>``               worker heartbeats (``JQ_HEARTBEATS``)
@@ -86,6 +88,40 @@ def cron_filter(queue: str) -> str:
     return f"{PREFIX}.{queue}.cron.*"
 
 
+def cron_paused_subject(queue: str, name: str) -> str:
+    """Where a paused schedule's definition waits (no ``Nats-Schedule`` header: the broker fires nothing)."""
+    return f"{PREFIX}.{queue}.cronpaused.{name}"
+
+
+def cron_paused_filter(queue: str) -> str:
+    return f"{PREFIX}.{queue}.cronpaused.*"
+
+
+def job_filter(queue: str) -> str:
+    """Every waiting job of a queue (any level), without the jobs cron schedules fire."""
+    return f"{PREFIX}.{queue}.job.>"
+
+
+def cronjob_filter(queue: str) -> str:
+    """Every job a cron schedule of a queue fired that is still in its stream."""
+    return f"{PREFIX}.{queue}.cronjob.>"
+
+
+def queue_filter(queue: str) -> str:
+    """Every subject of a queue's stream (jobs, delays, schedules)."""
+    return f"{PREFIX}.{queue}.>"
+
+
+def cron_job_id(name: str, seq: int) -> str:
+    """The id of the job a cron schedule fired: its name and the message's stream sequence."""
+    return f"cron-{name}-{seq}"
+
+
+def triggered_cron_job_id(name: str, ms: int) -> str:
+    """The id of a job a schedule's "run now" enqueued: next to the fired ones (``cron-<name>-``)."""
+    return f"cron-{name}-t{ms}"
+
+
 def queue_subjects(queue: str) -> list[str]:
     """Subjects bound to a queue's stream."""
     return [f"{PREFIX}.{queue}.>"]
@@ -145,6 +181,11 @@ def state_subject(job_id: str) -> str:
     return f"$KV.{JOBS_BUCKET}.{kv_key(job_id)}"
 
 
+def states_prefix() -> str:
+    """The common start of every job-state subject (the worker writes them as fast batches)."""
+    return state_subject("")
+
+
 def bucket_stream(bucket: str) -> str:
     """Stream behind a KV bucket."""
     return f"KV_{bucket}"
@@ -170,3 +211,8 @@ ARTIFACTS_BUCKET = "jq-artifacts"
 def artifact_object(job_id: str, name: str) -> str:
     """Object-store name of a file a processor attached to a job."""
     return f"{job_id}/{name}"
+
+
+def audit_subject(entity: str) -> str:
+    """Where an audit record of a control action on ``entity`` (QUEUE, JOB, WORKER, USER) goes."""
+    return f"{PREFIX}.audit.{entity.lower()}"
