@@ -144,7 +144,7 @@ class Worker:
         self.progress_interval_s = progress_interval_s
         self.grace_s = grace_s
         self.metrics = metrics or WorkerMetrics()
-        self.series = QueueMetrics(self.metrics, queue, registry.names(queue) | catalog.job_names(queue))
+        self.series = QueueMetrics(self.metrics, queue, registry.names(queue))
         self.version = version
         self.on_fatal = on_fatal
         self.client = JobClient(nc, catalog)
