@@ -167,7 +167,7 @@ def shared_stream_configs(replicas: int = 1) -> list[StreamConfig]:
         StreamConfig(
             name=names.DLQ_STREAM,
             description="jetqueue dead-lettered jobs",
-            subjects=[names.dlq_filter().replace(".*.*", ".>")],
+            subjects=[names.dlq_all()],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=float(30 * 86400),
@@ -177,7 +177,7 @@ def shared_stream_configs(replicas: int = 1) -> list[StreamConfig]:
         StreamConfig(
             name=names.EVENTS_STREAM,
             description="jetqueue job lifecycle records (batched) and audit records",
-            subjects=[f"{names.PREFIX}.events.>", f"{names.PREFIX}.audit.>"],
+            subjects=[names.events_all(), names.audit_all()],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=float(7 * 86400),
@@ -197,7 +197,7 @@ def shared_stream_configs(replicas: int = 1) -> list[StreamConfig]:
         StreamConfig(
             name=names.HEARTBEATS_STREAM,
             description="jetqueue worker heartbeats (last one per worker)",
-            subjects=[f"{names.PREFIX}.hb.>"],
+            subjects=[names.heartbeats_all()],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_msgs_per_subject=1,

@@ -216,3 +216,50 @@ def artifact_object(job_id: str, name: str) -> str:
 def audit_subject(entity: str) -> str:
     """Where an audit record of a control action on ``entity`` (QUEUE, JOB, WORKER, USER) goes."""
     return f"{PREFIX}.audit.{entity.lower()}"
+
+
+def events_all() -> str:
+    """Every queue's lifecycle records (the subjects of ``JQ_EVENTS`` besides audit)."""
+    return f"{PREFIX}.events.>"
+
+
+def audit_all() -> str:
+    """Every audit record."""
+    return f"{PREFIX}.audit.>"
+
+
+def heartbeats_all() -> str:
+    """Every worker's heartbeats (the subjects of ``JQ_HEARTBEATS``)."""
+    return f"{PREFIX}.hb.>"
+
+
+def dlq_all() -> str:
+    """Every dead letter (the subjects of ``JQ_DLQ``)."""
+    return f"{PREFIX}.dlq.>"
+
+
+def parse_dlq_subject(subject: str) -> tuple[str, str]:
+    """Split ``jq.dlq.<q>.<job_id>`` into (queue, job id).
+
+    Raises:
+        ValueError: not a dead-letter subject.
+    """
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != PREFIX or parts[1] != "dlq":
+        raise ValueError(f"not a dead-letter subject: {subject!r}")
+    return parts[2], parts[3]
+
+
+def pull_subject(stream: str, consumer: str) -> str:
+    """JetStream API subject of a pull request to a durable consumer."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
+def direct_get_subject(stream: str) -> str:
+    """JetStream API subject of a direct get from a stream (``allow_direct``)."""
+    return f"$JS.API.DIRECT.GET.{stream}"
+
+
+def purge_subject(stream: str) -> str:
+    """JetStream API subject of a stream purge."""
+    return f"$JS.API.STREAM.PURGE.{stream}"

@@ -29,6 +29,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from jetqueue import names
+
 
 class PullRequest:
     """One pull request; ``done`` resolves with the count of messages it brought."""
@@ -58,7 +60,7 @@ class Puller:
     ) -> None:
         self.nc = nc
         self.level = level
-        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.subject = names.pull_subject(stream, consumer)
         self.on_msg = on_msg
         self._ids = itertools.count()
         self._open: deque[PullRequest] = deque()
