@@ -24,11 +24,30 @@ from tests.e2e.test_chart import render_prometheus_rule
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_VALUES = {"lagSecondsThresholdByQueue": {"report-generate": 1800}}
+# Where render_prometheus_rule installs the chart: the rules select these labels, which the chart's
+# ServiceMonitors and PodMonitors give every target (Prometheus adds namespace, the relabeling release).
+SCOPE = {"namespace": "jetqueue", "release": "rules"}
+# The monitor's last JetStream sample following the clock (one value a minute = time()): fresh counts.
+FRESH = {"jetqueue_monitor_last_sample_timestamp_seconds": "0+60x200"}
+
+
+def scoped(series: str) -> str:
+    """``series`` as this release's target exports it: with the scope labels, unless it names a release."""
+    name, _, rest = series.partition("{")
+    labels = rest.removesuffix("}")
+    if "release=" in labels:
+        return series
+    scope = ",".join(f'{k}="{v}"' for k, v in SCOPE.items())
+    return f"{name}{{{scope}{',' + labels if labels else ''}}}"
 
 
 @dataclass
 class Case:
-    """Series over time (promtool's expanding notation, one value a minute) and what fires at ``at``."""
+    """Series over time (promtool's expanding notation, one value a minute) and what fires at ``at``.
+
+    Every series gets the release's scope labels (see :func:`scoped`); each expected alert carries
+    them too, with its own labels.
+    """
 
     alert: str
     title: str
@@ -38,53 +57,95 @@ class Case:
 
 
 def _queue(q: str, severity: str) -> dict[str, str]:
-    return {"queue": q, "severity": severity}
+    return {"queue": q, "severity": severity, **SCOPE}
 
+
+def _release(severity: str, **labels: str) -> dict[str, str]:
+    return {"severity": severity, **SCOPE, **labels}
+
+
+WORKER_A = {'jetqueue_worker_info{queue="a",worker_id="w1",version="1"}': "1x40"}
 
 CASES = [
-    # ---------------------------------------------------------------- failure rate
+    # ---------------------------------------------------------------- failure rate (job level)
     Case(
         "JetqueueFailureRateHigh",
-        "a third of the attempts fail (two worker pods)",
+        "a third of the jobs are dead-lettered (two worker pods)",
         {
-            'jetqueue_job_errors_total{queue="a",reason="exception",pod="w1"}': "0+3x30",
-            'jetqueue_job_errors_total{queue="a",reason="timeout",pod="w2"}': "0+2x30",
+            'jetqueue_jobs_failed_total{queue="a",job_name="x",pod="w1"}': "0+3x30",
+            'jetqueue_jobs_failed_total{queue="a",job_name="x",pod="w2"}': "0+2x30",
             'jetqueue_jobs_completed_total{queue="a",job_name="x",pod="w1"}': "0+10x30",
+            **WORKER_A,
         },
         "20m",
         [_queue("a", "warning")],
     ),
     Case(
         "JetqueueFailureRateHigh",
-        "every attempt fails (no completions series at all)",
-        {'jetqueue_job_errors_total{queue="b",reason="exception"}': "0+5x30"},
+        "every job fails (no completions series at all)",
+        {'jetqueue_jobs_failed_total{queue="a",job_name="x"}': "0+5x30", **WORKER_A},
         "20m",
-        [_queue("b", "warning")],
+        [_queue("a", "warning")],
     ),
     Case(
         "JetqueueFailureRateHigh",
-        "a few failures among many completions",
+        "the demo's troubled queue: a third of the attempts fail, 8 % of the jobs are dead-lettered",
         {
-            'jetqueue_job_errors_total{queue="a",reason="exception"}': "0+1x30",
-            'jetqueue_jobs_completed_total{queue="a",job_name="x"}': "0+20x30",
+            # 27 jobs a minute: 20 % fail once and succeed on retry, 8 % fail all 3 attempts.
+            'jetqueue_jobs_completed_total{queue="a",job_name="x"}': "0+25x30",
+            'jetqueue_jobs_failed_total{queue="a",job_name="x"}': "0+2x30",
+            'jetqueue_jobs_retried_total{queue="a",job_name="x"}': "0+10x30",
+            'jetqueue_job_errors_total{queue="a",reason="exception"}': "0+12x30",
+            **WORKER_A,
         },
         "20m",
     ),
     Case(
         "JetqueueFailureRateHigh",
         "all of a handful fail (below failureMinimum)",
-        {'jetqueue_job_errors_total{queue="a",reason="exception"}': "0+0.5x30"},
+        {'jetqueue_jobs_failed_total{queue="a",job_name="x"}': "0+0.3x30", **WORKER_A},
+        "20m",
+    ),
+    Case(
+        "JetqueueFailureRateHigh",
+        "the workers went away: their last rates are stale",
+        {
+            'jetqueue_jobs_failed_total{queue="a",job_name="x"}': "0+5x12 stale",
+            'jetqueue_job_errors_total{queue="a",reason="exception"}': "0+5x12 stale",
+            'jetqueue_worker_info{queue="a",worker_id="w1",version="1"}': "1x12 stale",
+        },
+        "16m",
+    ),
+    Case(
+        "JetqueueFailureRateHigh",
+        "another release's queue fails every job",
+        {
+            'jetqueue_jobs_failed_total{namespace="jetqueue",release="other",queue="a",job_name="x"}': "0+5x30",
+            'jetqueue_job_errors_total{namespace="jetqueue",release="other",queue="a",reason="exception"}': "0+5x30",
+            'jetqueue_worker_info{namespace="jetqueue",release="other",queue="a",worker_id="w1",version="1"}': "1x30",
+            'jetqueue_jobs_completed_total{queue="a",job_name="x"}': "0+10x30",
+            **WORKER_A,
+        },
         "20m",
     ),
     # ---------------------------------------------------------------- backlog
     Case(
         "JetqueueBacklogHigh",
         "1500 waiting",
-        {'jetqueue_queue_waiting{queue="a"}': "1500x30"},
+        {'jetqueue_queue_waiting{queue="a"}': "1500x30", **FRESH},
         "15m",
         [_queue("a", "warning")],
     ),
-    Case("JetqueueBacklogHigh", "900 waiting", {'jetqueue_queue_waiting{queue="a"}': "900x30"}, "15m"),
+    Case("JetqueueBacklogHigh", "900 waiting", {'jetqueue_queue_waiting{queue="a"}': "900x30", **FRESH}, "15m"),
+    Case(
+        "JetqueueBacklogHigh",
+        "1500 waiting, but the monitor has not sampled JetStream for 10 minutes",
+        {
+            'jetqueue_queue_waiting{queue="a"}': "1500x30",
+            "jetqueue_monitor_last_sample_timestamp_seconds": "0+60x5 300x25",
+        },
+        "15m",
+    ),
     Case(
         "JetqueueBacklogNotDraining",
         "the backlog grows and nothing completes",
@@ -92,6 +153,7 @@ CASES = [
             'jetqueue_queue_waiting{queue="a"}': "0+10x60",
             'jetqueue_queue_paused{queue="a"}': "0x60",
             'jetqueue_jobs_completed_total{queue="other",job_name="x"}': "0+10x60",
+            **FRESH,
         },
         "30m",
         [_queue("a", "critical")],
@@ -103,19 +165,20 @@ CASES = [
             'jetqueue_queue_waiting{queue="a"}': "0+10x60",
             'jetqueue_queue_paused{queue="a"}': "0x60",
             'jetqueue_jobs_completed_total{queue="a",job_name="x"}': "0+5x60",
+            **FRESH,
         },
         "30m",
     ),
     Case(
         "JetqueueBacklogNotDraining",
         "the backlog grows on a paused queue",
-        {'jetqueue_queue_waiting{queue="a"}': "0+10x60", 'jetqueue_queue_paused{queue="a"}': "1x60"},
+        {'jetqueue_queue_waiting{queue="a"}': "0+10x60", 'jetqueue_queue_paused{queue="a"}': "1x60", **FRESH},
         "30m",
     ),
     Case(
         "JetqueueBacklogNotDraining",
         "the backlog shrinks",
-        {'jetqueue_queue_waiting{queue="a"}': "600-10x60", 'jetqueue_queue_paused{queue="a"}': "0x60"},
+        {'jetqueue_queue_waiting{queue="a"}': "600-10x60", 'jetqueue_queue_paused{queue="a"}': "0x60", **FRESH},
         "30m",
     ),
     # ---------------------------------------------------------------- workers
@@ -130,18 +193,20 @@ CASES = [
             'jetqueue_workers{queue="a",status="OFFLINE"}': "2x20",
             'jetqueue_queue_waiting{queue="b"}': "1x20",
             'jetqueue_queue_paused{queue="b"}': "0x20",
+            **FRESH,
         },
         "10m",
         [_queue("a", "critical"), _queue("b", "critical")],
     ),
     Case(
         "JetqueueNoWorkerOnline",
-        "a DEGRADED worker still runs jobs",
+        "a DEGRADED worker is alive: it still runs jobs",
         {
             'jetqueue_queue_waiting{queue="a"}': "5x20",
             'jetqueue_queue_paused{queue="a"}': "0x20",
             'jetqueue_workers{queue="a",status="ONLINE"}': "0x20",
             'jetqueue_workers{queue="a",status="DEGRADED"}': "1x20",
+            **FRESH,
         },
         "10m",
     ),
@@ -153,6 +218,7 @@ CASES = [
             'jetqueue_queue_paused{queue="a"}': "1x20",
             'jetqueue_queue_waiting{queue="b"}': "0x20",
             'jetqueue_queue_paused{queue="b"}': "0x20",
+            **FRESH,
         },
         "10m",
     ),
@@ -169,19 +235,62 @@ CASES = [
         {'jetqueue_workers_lost{queue="a"}': "0x10", 'jetqueue_workers{queue="a",status="OFFLINE"}': "3x10"},
         "6m",
     ),
+    Case(
+        "JetqueueWorkersMissing",
+        "the monitor hears two workers of a, Prometheus scrapes none of them (b's it scrapes)",
+        {
+            'jetqueue_workers{queue="a",status="ONLINE"}': "1x20",
+            'jetqueue_workers{queue="a",status="DEGRADED"}': "1x20",
+            'jetqueue_workers{queue="a",status="OFFLINE"}': "0x20",
+            'jetqueue_workers{queue="b",status="ONLINE"}': "1x20",
+            'jetqueue_worker_info{queue="b",worker_id="w1",version="1"}': "1x20",
+        },
+        "10m",
+        [_queue("a", "warning")],
+    ),
+    Case(
+        "JetqueueWorkersMissing",
+        "every alive worker is scraped; a queue without alive workers is JetqueueNoWorkerOnline's",
+        {
+            'jetqueue_workers{queue="a",status="DEGRADED"}': "1x20",
+            'jetqueue_worker_info{queue="a",worker_id="w1",version="1"}': "1x20",
+            'jetqueue_workers{queue="b",status="ONLINE"}': "0x20",
+            'jetqueue_workers{queue="b",status="OFFLINE"}': "2x20",
+        },
+        "10m",
+    ),
     # ---------------------------------------------------------------- dead letters
     Case(
         "JetqueueDeadLettersGrowing",
-        "one more dead letter a minute",
-        {'jetqueue_queue_dead_letter{queue="a"}': "0x10 1+1x20"},
-        "20m",
+        "four more dead letters a minute",
+        {'jetqueue_queue_dead_letter{queue="a"}': "0x10 0+4x20", **FRESH},
+        "30m",
         [_queue("a", "warning")],
     ),
     Case(
         "JetqueueDeadLettersGrowing",
-        "a steady DLQ, and one emptied by retryFailed",
-        {'jetqueue_queue_dead_letter{queue="a"}': "3x30", 'jetqueue_queue_dead_letter{queue="b"}': "10x10 0x20"},
+        "the demo's troubled queue: two dead letters a minute",
+        {'jetqueue_queue_dead_letter{queue="a"}': "0+2x40", **FRESH},
         "30m",
+    ),
+    Case(
+        "JetqueueDeadLettersGrowing",
+        "a steady DLQ, and one emptied by retryFailed",
+        {
+            'jetqueue_queue_dead_letter{queue="a"}': "3x30",
+            'jetqueue_queue_dead_letter{queue="b"}': "100x10 0x20",
+            **FRESH,
+        },
+        "30m",
+    ),
+    Case(
+        "JetqueueDeadLettersGrowing",
+        "the monitor went away: its last counts are stale",
+        {
+            'jetqueue_queue_dead_letter{queue="a"}': "0+6x15 stale",
+            "jetqueue_monitor_last_sample_timestamp_seconds": "0+60x15 stale",
+        },
+        "20m",
     ),
     # ---------------------------------------------------------------- lag
     Case(
@@ -192,6 +301,7 @@ CASES = [
             'jetqueue_queue_paused{queue="a"}': "0x20",
             'jetqueue_queue_lag_seconds{queue="report-generate"}': "2000x20",
             'jetqueue_queue_paused{queue="report-generate"}': "0x20",
+            **FRESH,
         },
         "10m",
         [_queue("a", "warning"), _queue("report-generate", "warning")],
@@ -206,23 +316,74 @@ CASES = [
             'jetqueue_queue_paused{queue="report-generate"}': "0x20",
             'jetqueue_queue_lag_seconds{queue="c"}': "4000x20",
             'jetqueue_queue_paused{queue="c"}': "1x20",
+            **FRESH,
         },
         "10m",
     ),
     Case(
         "JetqueueQueuePausedLong",
         "paused for 2 h 10 min",
-        {'jetqueue_queue_paused{queue="a"}': "1x150"},
+        {'jetqueue_queue_paused{queue="a"}': "1x150", **FRESH},
         "130m",
         [_queue("a", "info")],
     ),
     Case(
         "JetqueueQueuePausedLong",
         "resumed after an hour",
-        {'jetqueue_queue_paused{queue="a"}': "1x60 0x90"},
+        {'jetqueue_queue_paused{queue="a"}': "1x60 0x90", **FRESH},
         "130m",
     ),
     # ---------------------------------------------------------------- platform
+    Case(
+        "JetqueueScrapeFailing",
+        "a worker pod stopped answering scrapes",
+        {
+            'up{job="jetqueue/jetqueue-workers",instance="10.0.0.5:9090",pod="w1"}': "1x3 0x20",
+            'up{job="jetqueue/jetqueue-workers",instance="10.0.0.6:9090",pod="w2"}': "1x23",
+        },
+        "10m",
+        [
+            {
+                "job": "jetqueue/jetqueue-workers",
+                "instance": "10.0.0.5:9090",
+                "pod": "w1",
+                "severity": "warning",
+                **SCOPE,
+            }
+        ],
+    ),
+    Case(
+        "JetqueueScrapeFailing",
+        "every target answers; another release's target does not",
+        {
+            'up{job="jetqueue-monitor",instance="10.0.0.7:8090"}': "1x20",
+            'up{namespace="jetqueue",release="other",job="jetqueue-monitor",instance="10.0.0.8:8090"}': "0x20",
+        },
+        "10m",
+    ),
+    Case(
+        "JetqueueMonitorDown",
+        "the monitor stopped answering (another release's answers)",
+        {
+            "jetqueue_monitor_nats_connected": "1x5 stale",
+            'jetqueue_monitor_nats_connected{namespace="jetqueue",release="other"}': "1x20",
+        },
+        "10m",
+        [_release("critical")],
+    ),
+    Case(
+        "JetqueueMonitorDown",
+        "nothing of the monitor was ever scraped",
+        {'jetqueue_worker_info{queue="a",worker_id="w1",version="1"}': "1x20"},
+        "10m",
+        [_release("critical")],
+    ),
+    Case(
+        "JetqueueMonitorDown",
+        "the monitor answers (its NATS connection is another alert's business)",
+        {"jetqueue_monitor_nats_connected": "0x20"},
+        "10m",
+    ),
     Case(
         "JetqueueJetStreamUnreachable",
         "the monitor's NATS connection is down",
@@ -231,32 +392,75 @@ CASES = [
             "jetqueue_monitor_last_sample_timestamp_seconds": "0x20",
         },
         "5m",
-        [{"severity": "critical"}],
+        [_release("critical")],
     ),
     Case(
         "JetqueueJetStreamUnreachable",
+        "connected and sampling (timestamps follow the clock)",
+        {"jetqueue_monitor_nats_connected": "1x20", **FRESH},
+        "12m",
+    ),
+    Case(
+        "JetqueueSamplesStale",
         "connected, but no sample for 7 minutes",
         {
             "jetqueue_monitor_nats_connected": "1x20",
             "jetqueue_monitor_last_sample_timestamp_seconds": "0+60x5 300x15",
         },
         "12m",
-        [{"severity": "critical"}],
+        [_release("critical")],
     ),
     Case(
-        "JetqueueJetStreamUnreachable",
-        "connected and sampling (timestamps follow the clock)",
-        {"jetqueue_monitor_nats_connected": "1x20", "jetqueue_monitor_last_sample_timestamp_seconds": "0+60x20"},
+        "JetqueueSamplesStale",
+        "sampling; or not sampling because NATS is lost (JetqueueJetStreamUnreachable's)",
+        {
+            "jetqueue_monitor_nats_connected": "1x20",
+            **FRESH,
+            'jetqueue_monitor_nats_connected{namespace="jetqueue",release="b"}': "0x20",
+            'jetqueue_monitor_last_sample_timestamp_seconds{namespace="jetqueue",release="b"}': "0+60x5 300x15",
+        },
         "12m",
     ),
     Case(
         "JetqueueMonitorIngestLagging",
-        "history 400 s behind",
-        {"jetqueue_monitor_ingest_lag_seconds": "400x30"},
+        "history 400 s behind while records wait",
+        {
+            "jetqueue_monitor_ingest_lag_seconds": "400x30",
+            'jetqueue_monitor_ingest_pending_messages{source="events"}': "50x30",
+        },
         "15m",
-        [{"severity": "warning"}],
+        [_release("warning")],
     ),
-    Case("JetqueueMonitorIngestLagging", "history current", {"jetqueue_monitor_ingest_lag_seconds": "2x30"}, "15m"),
+    Case(
+        "JetqueueMonitorIngestLagging",
+        "history 400 s behind: the store refuses records",
+        {
+            "jetqueue_monitor_ingest_lag_seconds": "400x30",
+            'jetqueue_monitor_ingest_pending_messages{source="events"}': "0x30",
+            "jetqueue_monitor_ingest_db_errors": "0+1x30",
+        },
+        "15m",
+        [_release("warning")],
+    ),
+    Case(
+        "JetqueueMonitorIngestLagging",
+        "history current",
+        {
+            "jetqueue_monitor_ingest_lag_seconds": "2x30",
+            'jetqueue_monitor_ingest_pending_messages{source="events"}': "10x30",
+        },
+        "15m",
+    ),
+    Case(
+        "JetqueueMonitorIngestLagging",
+        "an idle system: no record for 30 minutes, none waiting",
+        {
+            "jetqueue_monitor_ingest_lag_seconds": "0+60x30",
+            'jetqueue_monitor_ingest_pending_messages{source="events"}': "0x30",
+            "jetqueue_monitor_ingest_db_errors": "0x30",
+        },
+        "25m",
+    ),
     Case(
         "JetqueueOperatorNotReconciling",
         "one JobQueue stopped reconciling at 5 min; another never did",
@@ -267,17 +471,14 @@ CASES = [
             'jetqueue_operator_reconciles_total{kind="JobQueue",result="success"}': "0+20x25",
         },
         "20m",
-        [
-            {"jobqueue": "jobs/a", "queue": "a", "severity": "warning"},
-            {"jobqueue": "jobs/b", "queue": "b", "severity": "warning"},
-        ],
+        [_release("warning", jobqueue="jobs/a", queue="a"), _release("warning", jobqueue="jobs/b", queue="b")],
     ),
     Case(
         "JetqueueOperatorNotReconciling",
         "no operator exports anything",
         {'jetqueue_queue_waiting{queue="a"}': "0x20"},
         "10m",
-        [{"kind": "JobQueue", "severity": "warning"}],
+        [_release("warning", kind="JobQueue")],
     ),
     Case(
         "JetqueueOperatorNotReconciling",
@@ -340,7 +541,7 @@ def test_every_alert_fires_on_trouble_and_not_on_health(rule: dict[str, Any], tm
         {
             "name": f"{c.alert}: {c.title}",
             "interval": "1m",
-            "input_series": [{"series": s, "values": v} for s, v in c.series.items()],
+            "input_series": [{"series": scoped(s), "values": v} for s, v in c.series.items()],
             "alert_rule_test": [
                 {"eval_time": c.at, "alertname": c.alert, "exp_alerts": [{"exp_labels": labels} for labels in c.fires]}
             ],

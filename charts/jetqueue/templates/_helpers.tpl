@@ -97,6 +97,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $q "max_age_s" (dig "stream" "maxAgeSeconds" 1209600 $s) -}}
 {{- $_ := set $q "duplicate_window_s" (dig "stream" "duplicateWindowSeconds" 120 $s) -}}
 {{- with (dig "stream" "replicas" nil $s) }}{{ $_ := set $q "replicas" . }}{{ end -}}
+{{- with (dig "jobs" "names" nil $s) }}{{ $_ := set $q "job_names" . }}{{ end -}}
 {{- $queues = append $queues $q -}}
 {{- end -}}
 {{- $catalog := dict "queues" $queues "schedules" .Values.schedules -}}

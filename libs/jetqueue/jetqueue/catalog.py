@@ -54,6 +54,11 @@ class Backoff(BaseModel):
         return ms / 1000
 
 
+# Job types one queue may list (each one is a metric label value: the list bounds their series).
+MAX_JOB_NAMES = 100
+MAX_JOB_NAME_LENGTH = 200  # as the producer API accepts a job's name
+
+
 class QueueSpec(BaseModel):
     """Settings of one queue."""
 
@@ -80,12 +85,29 @@ class QueueSpec(BaseModel):
         le=5,
         description="stream replicas; default: the deployment's one setting (JETQUEUE_REPLICAS)",
     )
+    job_names: tuple[str, ...] = Field(
+        default=(),
+        max_length=MAX_JOB_NAMES,
+        # Left out of dumps while empty: catalogs written before the field existed read and hash the same.
+        exclude_if=lambda v: not v,
+        description="the queue's job types: metric labels name these (and registered processors), others 'other'",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not names.QUEUE_RE.match(v):
             raise ValueError("queue names are lower-case letters, digits and '-' (max 63)")
+        return v
+
+    @field_validator("job_names")
+    @classmethod
+    def _job_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for n in v:
+            if not 1 <= len(n) <= MAX_JOB_NAME_LENGTH:
+                raise ValueError(f"job names are 1-{MAX_JOB_NAME_LENGTH} characters, not {n!r}")
+        if len(set(v)) != len(v):
+            raise ValueError("a job name is listed twice")
         return v
 
     @property
@@ -172,6 +194,15 @@ class Catalog(BaseModel):
     @property
     def names(self) -> list[str]:
         return [q.name for q in self.queues]
+
+    def job_names(self, queue: str) -> frozenset[str]:
+        """The job types the catalog knows on ``queue``: its ``job_names``, the job names of its
+        schedules, and the admin alert's when alerts go to it (empty for a queue not in the catalog)."""
+        known = {n for q in self.queues if q.name == queue for n in q.job_names}
+        known.update(s.job_name or s.name for s in self.schedules if s.queue == queue)
+        if self.alerts is not None and self.alerts.queue == queue:
+            known.add(self.alerts.job_name)
+        return frozenset(known)
 
     def only(self, *queue_names: str) -> Catalog:
         """A catalog restricted to some queues (tests, single-queue workers)."""

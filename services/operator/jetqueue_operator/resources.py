@@ -45,6 +45,8 @@ class JobDefaults(_Model):
     failed_retention_seconds: int = Field(default=7 * 86400, ge=1, alias="failedRetentionSeconds")
     ack_wait_seconds: float = Field(default=30.0, ge=1, le=3600, alias="ackWaitSeconds")
     max_stalled: int = Field(default=2, ge=0, le=50, alias="maxStalled")
+    # The queue's job types: metric labels name these (and the processors' names), any other name is "other".
+    names: tuple[str, ...] = Field(default=(), max_length=100)
 
 
 class DisruptionBudget(_Model):
@@ -127,6 +129,7 @@ class JobQueueSpec(_Model):
             max_age_s=self.stream.max_age_seconds,
             duplicate_window_s=self.stream.duplicate_window_seconds,
             replicas=self.stream.replicas,
+            job_names=j.names,
         )
 
 

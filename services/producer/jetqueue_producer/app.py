@@ -96,12 +96,41 @@ def _errors(*codes: int) -> dict[int, ResponseSpec]:
     return {code: ResponseSpec(ErrorOut, generate_examples=False, description=ERRORS[code]) for code in codes}
 
 
+# Values of the ``reason`` label of jetqueue_producer_rejected_total: every refused request has one.
+REJECT_REASONS = (
+    "invalid",  # 400: a malformed body, field or parameter
+    "not_found",  # 404: unknown queue, job, recurring job or path
+    "method_not_allowed",  # 405
+    "conflict",  # 409: the job has already finished
+    "too_large",  # 413
+    "unavailable",  # 503: NATS unreachable
+    "unauthenticated",  # 401
+    "forbidden",  # 403
+)
+_REASON_BY_STATUS = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    503: "unavailable",
+}
+# The job_name of a job whose name is not one of its queue's job types in the catalog: clients
+# choose names, and a name they make up must not make a series.
+OTHER_JOB_NAME = "other"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """The producer's series. Every label value comes from a bounded set (the catalog's queues and
+    job types, :data:`REJECT_REASONS`), and every series exists from the start at 0."""
+
+    def __init__(self, catalog: Catalog) -> None:
         self.registry = CollectorRegistry()
         self.enqueued = Counter(
             "jetqueue_jobs_enqueued_total",
-            "Jobs accepted by the producer",
+            "Jobs accepted by the producer's HTTP API (SDK enqueues do not pass through it)",
             ["queue", "job_name"],
             registry=self.registry,
         )
@@ -111,6 +140,31 @@ class Metrics:
         self.rejected = Counter(
             "jetqueue_producer_rejected_total", "Requests refused, by reason", ["reason"], registry=self.registry
         )
+        self._job_names = {q: catalog.job_names(q) for q in catalog.names}
+        for queue, job_names in self._job_names.items():
+            self.duplicates.labels(queue)
+            for name in sorted(job_names | {OTHER_JOB_NAME}):
+                self.enqueued.labels(queue, name)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def accepted(self, r: EnqueueResult, name: str) -> None:
+        """Count one answered enqueue of a job called ``name``."""
+        if r.duplicate:
+            self.duplicates.labels(r.queue).inc()
+        else:
+            known = self._job_names.get(r.queue, frozenset())
+            self.enqueued.labels(r.queue, name if name in known else OTHER_JOB_NAME).inc()
+
+    def refused(self, reason: str) -> None:
+        self.rejected.labels(reason).inc()
+
+    def refused_with(self, status: int) -> None:
+        """Count a refusal by its HTTP status (a 4xx without a reason of its own is ``invalid``)."""
+        if status in _REASON_BY_STATUS:
+            self.refused(_REASON_BY_STATUS[status])
+        elif 400 <= status < 500:
+            self.refused("invalid")
 
 
 def _client(state: State) -> JobClient:
@@ -157,10 +211,7 @@ def _out(r: EnqueueResult) -> JobOut:
 def _count(state: State, name: str, results: list[EnqueueResult]) -> None:
     m: Metrics = state.metrics
     for r in results:
-        if r.duplicate:
-            m.duplicates.labels(r.queue).inc()
-        else:
-            m.enqueued.labels(r.queue, name).inc()
+        m.accepted(r, name)
 
 
 @post(
@@ -202,7 +253,7 @@ async def enqueue_bulk(queue: FromPath[str], data: JSONBody[BulkIn], state: Stat
     results = await _client(state).enqueue_many(reqs)
     m: Metrics = state.metrics
     for j, r in zip(data.jobs, results, strict=True):
-        (m.duplicates.labels(r.queue) if r.duplicate else m.enqueued.labels(r.queue, j.name)).inc()
+        m.accepted(r, j.name)
     return BulkOut(count=len(results), duplicates=sum(r.duplicate for r in results), jobs=[_out(r) for r in results])
 
 
@@ -390,29 +441,31 @@ def _error(status: int, message: str, **extra: Any) -> Response[dict[str, Any]]:
 def _handle_jetqueue(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     metrics_: Metrics = request.app.state.metrics
     if isinstance(exc, (UnknownQueue, JobNotFound, ScheduleNotFound)):
-        metrics_.rejected.labels("not_found").inc()
+        metrics_.refused("not_found")
         return _error(404, str(exc))
     if isinstance(exc, PayloadTooLarge):
-        metrics_.rejected.labels("too_large").inc()
+        metrics_.refused("too_large")
         return _error(413, str(exc), limit_bytes=exc.limit)
     if isinstance(exc, InvalidJob):
-        metrics_.rejected.labels("invalid").inc()
+        metrics_.refused("invalid")
         return _error(400, str(exc))
     if isinstance(exc, ConflictError):
+        metrics_.refused("conflict")
         return _error(409, str(exc))
     if isinstance(exc, (NatsUnavailable, ServerTooOld)):
-        metrics_.rejected.labels("unavailable").inc()
+        metrics_.refused("unavailable")
         consequence = "the job was not accepted" if request.method == "POST" else "nothing was changed"
         if request.method == "GET":
             consequence = "the state could not be read"
         resp = _error(503, f"{exc}; {consequence}, retry later", retry_after_s=5)
         resp.headers["Retry-After"] = "5"
         return resp
+    metrics_.refused("invalid")
     return _error(400, str(exc))
 
 
 def _handle_auth(request: Request[Any, Any, Any], exc: AuthRefused) -> Response[dict[str, Any]]:
-    request.app.state.metrics.rejected.labels(exc.reason).inc()
+    request.app.state.metrics.refused(exc.reason)
     log.warning("refused %s %s: %s", request.method, request.url.path, exc)
     resp = _error(exc.status_code, str(exc))
     if isinstance(exc, Unauthenticated):
@@ -422,7 +475,7 @@ def _handle_auth(request: Request[Any, Any, Any], exc: AuthRefused) -> Response[
 
 
 def _handle_too_large(request: Request[Any, Any, Any], exc: RequestEntityTooLarge) -> Response[dict[str, Any]]:
-    request.app.state.metrics.rejected.labels("too_large").inc()
+    request.app.state.metrics.refused("too_large")
     limit = request.route_handler.resolve_request_max_body_size()
     return _error(413, f"request body too large: this route takes at most {limit} bytes", limit_bytes=limit)
 
@@ -437,6 +490,9 @@ def _detail(exc: HTTPException) -> str:
 
 def _handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, (HTTPException, ValidationException)):
+        # Litestar's own refusals: a body that is not JSON or not a valid job (a missing name,
+        # delay_ms with run_at), an unknown path, a method the path does not serve.
+        request.app.state.metrics.refused_with(exc.status_code)
         return Response(
             {
                 "status_code": exc.status_code,
@@ -520,7 +576,7 @@ def create_app(settings: ProducerSettings, *, catalog: Catalog | None = None) ->
         ],
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        state=State({"settings": settings, "catalog": catalog, "metrics": Metrics(), "auth": auth}),
+        state=State({"settings": settings, "catalog": catalog, "metrics": Metrics(catalog), "auth": auth}),
         exception_handlers={
             JetqueueError: _handle_jetqueue,
             AuthRefused: _handle_auth,

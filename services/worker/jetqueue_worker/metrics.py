@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -160,9 +160,8 @@ class WorkerMetrics:
         )
 
 
-# Distinct job names one queue's series take before further names share "other": a
-# client choosing names freely must not grow Prometheus without bound.
-MAX_JOB_NAMES = 50
+# The job_name of every job whose name the worker does not know: clients choose job names,
+# and a name they make up must not make series (a thousand names would be a thousand).
 OTHER_JOB_NAME = "other"
 
 
@@ -184,14 +183,19 @@ class JobSeries:
 
 class QueueMetrics:
     """The series one worker writes, bound to its queue (a ``labels()`` lookup costs microseconds;
-    a job used to make eight of them)."""
+    a job used to make eight of them).
 
-    def __init__(self, m: WorkerMetrics, queue: str, known_names: set[str] | frozenset[str] = frozenset()) -> None:
+    ``known_names`` bounds the ``job_name`` label: the names processors are registered for and
+    the catalog's job types of the queue; any other name is counted as ``other``. Every series
+    exists from the start (at 0), so a dashboard or alert reads 0 rather than nothing.
+    """
+
+    def __init__(self, m: WorkerMetrics, queue: str, known_names: Iterable[str] = ()) -> None:
         self.m = m
         self.queue = queue
-        self.known = set(known_names)
-        self._jobs: dict[str, JobSeries] = {}
-        self._other: JobSeries | None = None
+        self._other = JobSeries(m, queue, OTHER_JOB_NAME)
+        # Fixed here: job() only reads it (no lock, no growth on the hot path).
+        self._jobs: dict[str, JobSeries] = {name: JobSeries(m, queue, name) for name in sorted(set(known_names))}
         self.wait = m.wait.labels(queue)
         self.in_flight = m.in_flight.labels(queue)
         self.stalled = m.stalled.labels(queue)
@@ -200,17 +204,9 @@ class QueueMetrics:
         self.errors = {reason: m.errors.labels(queue, reason) for reason in ERROR_REASONS}
 
     def job(self, name: str) -> JobSeries:
-        series = self._jobs.get(name)
-        if series is not None:
-            return series
-        if name in self.known or len(self._jobs) < MAX_JOB_NAMES:
-            series = self._jobs[name] = JobSeries(self.m, self.queue, name)
-            return series
-        if self._other is None:
-            self._other = JobSeries(self.m, self.queue, OTHER_JOB_NAME)
-        return self._other
+        return self._jobs.get(name, self._other)
 
     def start(self, concurrency: int, worker_id: str, version: str) -> None:
-        """Series that may stay at zero exist from the start: a dashboard shows 0, not "No data"."""
+        """The worker's own gauges, once it knows its slots and id."""
         self.m.concurrency.labels(self.queue).set(concurrency)
         self.m.info.labels(self.queue, worker_id, version).set(1)

@@ -144,7 +144,7 @@ class Worker:
         self.progress_interval_s = progress_interval_s
         self.grace_s = grace_s
         self.metrics = metrics or WorkerMetrics()
-        self.series = QueueMetrics(self.metrics, queue, registry.names(queue))
+        self.series = QueueMetrics(self.metrics, queue, registry.names(queue) | catalog.job_names(queue))
         self.version = version
         self.on_fatal = on_fatal
         self.client = JobClient(nc, catalog)
@@ -400,6 +400,10 @@ class Worker:
         for p in self._pullers:
             if want <= 0 or not self._running:
                 break
+            if p.open_requests or p.pending == 0:
+                # A level with a long-poll open delivers what arrives there by itself, and one the
+                # server just called empty gets a long-poll below: no request that would only say 404.
+                continue
             n = await self._ask(p, min(want, 512))
             got += n
             want -= n
