@@ -152,6 +152,8 @@ class Observer:
                 if ph.track_started:
                     ph.started.setdefault(r["job_id"], r["ts"])
             elif t == "completed":
+                if ph.track_started and "started_ts" in r:  # the record also stands for the job's start
+                    ph.started.setdefault(r["job_id"], r["started_ts"])
                 ph.completed.add(r["job_id"])
                 ph.last_ts = max(ph.last_ts, r["ts"])
                 ph.progress_at = time.monotonic()
@@ -332,7 +334,8 @@ async def run_e2e(ctx: RunCtx, n: int, *, workers: int, concurrency: int, chunk:
 
 
 async def run_latency(ctx: RunCtx, rate: int, seconds: float, *, workers: int, concurrency: int) -> dict[str, Any]:
-    """enqueue->start at a steady rate: the started record's ts minus the producer's send time."""
+    """enqueue->start at a steady rate: the start time (a started record's ts, or a completed record's
+    started_ts when that record stands for the start too) minus the producer's send time."""
     s = Setup(ctx, f"jetqueue-latency-{rate}")
     try:
         await s.start(workers, concurrency)
