@@ -5,10 +5,12 @@ What it does, in order:
 1. creates a fresh PostgreSQL database ``jq_bench_<random>`` and runs the monitor's own
    migrations (``jetqueue_monitor.db.engine.make_engine`` + ``migrate``);
 2. loads N job records (default 1,000,000) spread over the seed catalog's queues and the
-   last 7 days, in time order (as ingest writes them), their job_attempts, job_stats minute
-   and job_stats_hourly rollups computed from those attempts the way ingest would, 7 days of queue_samples (one
-   row per queue every 5 s: what the sampler writes and ``Store.expire`` keeps) and 30 worker
-   heartbeats, with asyncpg COPY; then VACUUM ANALYZE;
+   last 7 days, in time order (as ingest writes them) — about 1.5 % waiting (a backlog of the
+   last 6 hours, on three priority levels) and 2 % delayed (due within the coming week) —,
+   their job_attempts, job_stats minute and job_stats_hourly rollups computed from those
+   attempts the way ingest would, 7 days of queue_samples (one row per queue every 5 s: what
+   the sampler writes and ``Store.expire`` keeps) and 30 worker heartbeats, with asyncpg COPY;
+   then VACUUM ANALYZE;
 3. ``direct``: times the real read paths (``jetqueue_monitor.queries`` on a ``Store`` over the
    bench database, a ``Snapshot`` built from ``QueueInfo`` objects, no NATS): overview, queues,
    queue_detail, list_jobs with a set of filters, job_detail; and the housekeeping passes
@@ -18,7 +20,11 @@ What it does, in order:
    after 5 runs; searches are planned for their text);
 5. ``http``: end to end, the real monitor (``python -m jetqueue_monitor``: ``create_app`` with
    its lifespan, ingest, sampler and housekeeping) against an embedded nats-server and the
-   bench database, timed with httpx, while 27 live workers heartbeat;
+   bench database, timed with httpx, while 27 live workers heartbeat (its job tracker off: the
+   loaded waiting jobs are in no stream there);
+5b. ``enqueue``: the job tracker on its own fresh database: the producer's bulk enqueue rate
+   without and with the monitor following, the reconcile at start, the monitor's ingest rate
+   and CPU (``--enqueue-jobs``, 20,000 twice);
 6. prints a table, writes ``tests/bench/monitor-results.json`` and drops the database
    (``--keep`` keeps it; ``--db NAME --phases direct`` measures a kept one again, after
    running the newest migrations on it: the way to compare two versions of the code on
@@ -116,6 +122,8 @@ ERRORS: dict[str, list[tuple[float, str, str]]] = {
 SERVICES = ("ei-api.internal", "order-service.internal", "dtg-gw.internal", "push.googleapis.com", "smtp.relay.example")
 USERS = 3000
 DAYS = 7
+WAITING_SHARE = 0.4  # of the last 6 hours' jobs: a backlog no worker took yet (about 1.5 % of all)
+DELAYED_SHARE = 0.02  # of all jobs: delayed, due within the coming week
 WORKERS_PER_QUEUE = {
     "audit-log": 4,
     "notification-send": 4,
@@ -134,7 +142,7 @@ OFFLINE_WORKERS = {"cleanup-old-data"}  # its workers are down: a no_worker inci
 JOB_COLS = (
     "job_id", "queue", "name", "status", "user_id", "data", "result", "error", "error_type", "attempts_made",
     "max_attempts", "progress", "worker_id", "duration_ms", "stalls", "enqueued_at", "created_at", "started_at",
-    "finished_at", "last_event_ms", "expires_at",
+    "finished_at", "last_event_ms", "expires_at", "run_at", "level",
 )  # fmt: skip
 ATTEMPT_COLS = (
     "job_id", "attempt", "queue", "status", "worker_id", "started_at", "finished_at", "duration_ms", "error",
@@ -227,8 +235,14 @@ class Generator:
             age = minute * 60 + rand() * 60
             created = now - age
             job_id = f"{int(created * 1000):013x}{r.getrandbits(48):012x}"
-            # status: non-terminal ones are recent, failures spike on email-send in the last 30 min
-            if age < 120 and rand() < 0.6:
+            # status: a backlog waits (the last 6 h), some jobs are delayed (any age, due within a week),
+            # non-terminal ones are recent, failures spike on email-send in the last 30 min
+            x0 = rand()
+            if age < 6 * 3600 and x0 < WAITING_SHARE:
+                status = "waiting"
+            elif x0 > 1 - DELAYED_SHARE:
+                status = "delayed"
+            elif age < 120 and rand() < 0.6:
                 status = "active"
             elif age < 3600 and rand() < 0.03 and spec.attempts > 1:
                 status = "scheduled"
@@ -236,7 +250,9 @@ class Generator:
                 x = rand()
                 rate = 0.35 if (queue == "email-send" and age < 1800) else dlq_rate
                 status = "failed" if x < rate else ("cancelled" if x < rate + 0.003 else "completed")
-            if status == "failed":
+            if status in ("waiting", "delayed"):
+                n_att = 0  # no worker took it yet
+            elif status == "failed":
                 n_att = spec.attempts
             elif status == "scheduled":
                 n_att = min(spec.attempts - 1, 1 + (rand() < 0.3))
@@ -275,6 +291,12 @@ class Generator:
                 finished = fin
                 t = fin + spec.backoff.delay_for(a) * (1 + rand())
             terminal = status in ("completed", "failed", "cancelled")
+            run_at = None
+            if status == "delayed":
+                status, run_at = "scheduled", now + rand() * DAYS * 86400
+            elif status == "scheduled" and finished is not None:
+                run_at = finished + spec.backoff.delay_for(n_att)
+            level = r.choices((0, 1, 2), weights=(1, 8, 1))[0]
             user = f"u{int(USERS * rand() ** 2) + 1:05d}" if has_user else None
             name = names[int(rand() * len(names))]
             data = f'{{"ref": {r.randint(1, 10**7)}, "user": "{user}", "locale": "ko-KR"}}'
@@ -304,6 +326,8 @@ class Generator:
                     dt(finished) if terminal and finished is not None else None,
                     last_ms,
                     dt(finished + keep) if terminal and finished is not None else None,
+                    dt(run_at) if run_at is not None else None,
+                    level,
                 )
             )
         jobs.sort(key=lambda j: j[16])  # created_at
@@ -590,6 +614,10 @@ class Bench:
             ).scalar_one()
             p["job_id_full"] = old
             p["job_id_prefix"] = old[:16]
+            waiting = (
+                await c.exec_driver_sql("SELECT job_id FROM jobs WHERE status = 'waiting' ORDER BY created_at LIMIT 1")
+            ).scalar_one()
+            p["waiting_prefix"] = waiting[:16]
             ids = (await c.exec_driver_sql("SELECT job_id FROM jobs TABLESAMPLE SYSTEM (1) LIMIT 500")).scalars().all()
             p["detail_ids"] = list(ids)
             for word in ("timeout", "revoked", "mailbox"):
@@ -618,6 +646,10 @@ class Bench:
             (f"jobs: queue={p['busy_queue']}", JobFilter(queue=p["busy_queue"]), None),
             (f"jobs: queue={p['small_queue']}", JobFilter(queue=p["small_queue"]), None),
             ("jobs: status=failed", JobFilter(status="failed"), None),
+            ("jobs: status=waiting", JobFilter(status="waiting"), None),
+            ("jobs: status=waiting&level=0", JobFilter(status="waiting", level=0), None),
+            (f"jobs: queue={p['busy_queue']}&status=waiting", JobFilter(queue=p["busy_queue"], status="waiting"), None),
+            ("jobs: status=scheduled", JobFilter(status="scheduled"), None),
             (
                 f"jobs: queue={p['failing_queue']}&status=failed",
                 JobFilter(queue=p["failing_queue"], status="failed"),
@@ -636,6 +668,7 @@ class Bench:
             (f"jobs: q=revoked ({p['matches_revoked']} match)", JobFilter(q="revoked"), None),
             (f"jobs: queue={p['failing_queue']}&q=mailbox", JobFilter(queue=p["failing_queue"], q="mailbox"), None),
             ("jobs: q=<job id prefix, 16 chars>", JobFilter(q=p["job_id_prefix"]), None),
+            ("jobs: q=<waiting job id prefix>", JobFilter(q=p["waiting_prefix"]), None),
             ("jobs: q=<full job id>", JobFilter(q=p["job_id_full"]), None),
             ("jobs: page 5 (cursor)", JobFilter(), p["cursor_p5"]),
             (f"jobs: queue={p['busy_queue']} page 5", JobFilter(queue=p["busy_queue"]), p["cursor_p5_queue"]),
@@ -771,6 +804,8 @@ async def run_http(db_url: str, dsn: str, b: Bench, iterations: int) -> dict[str
             "JETQUEUE_MONITOR_TOKENS": f"bench:operator:{token}",
             "JETQUEUE_MONITOR_PORT": str(port),
             "JETQUEUE_MONITOR_LOG_LEVEL": "WARNING",
+            # the loaded waiting and delayed jobs are in no stream here: a tracker would reconcile them away
+            "JETQUEUE_MONITOR_TRACK_JOBS": "false",
         }
     )
     proc = subprocess.Popen([sys.executable, "-m", "jetqueue_monitor"], env=env)  # noqa: ASYNC220
@@ -826,6 +861,7 @@ async def run_http(db_url: str, dsn: str, b: Bench, iterations: int) -> dict[str
                 ("GET /jobs?queue&status=failed", "search", "/admin/worker-monitor/jobs",
                  {"queue": p["failing_queue"], "status": "failed"}),
                 ("GET /jobs?q=timeout", "search", "/admin/worker-monitor/jobs", {"q": "timeout"}),
+                ("GET /jobs?status=waiting", "search", "/admin/worker-monitor/jobs", {"status": "waiting"}),
                 ("GET /jobs?q=<job id prefix>", "search", "/admin/worker-monitor/jobs", {"q": p["job_id_prefix"]}),
                 ("GET /jobs/{id}", "search", None, {}),
             ]  # fmt: skip
@@ -851,6 +887,99 @@ async def run_http(db_url: str, dsn: str, b: Bench, iterations: int) -> dict[str
             proc.kill()
             proc.wait()
         nats.cleanup()
+    return out
+
+
+# ------------------------------------------------------------------ enqueue: the tracker's ingest
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _rows_in(dsn: str, n: int, timeout: float = 300) -> float:
+    """Wait until the jobs table holds ``n`` rows; the monotonic time it did."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while await _count(conn) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the monitor did not list {n} jobs within {timeout} s")
+            await asyncio.sleep(0.05)
+        return time.monotonic()
+    finally:
+        await conn.close()
+
+
+async def _count(conn: asyncpg.Connection) -> int:
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs"))
+    except asyncpg.UndefinedTableError:  # the monitor has not migrated its database yet
+        return 0
+
+
+async def _enqueue(client: Any, queue: str, n: int, batch: int = 1000) -> float:
+    """Enqueue ``n`` jobs to ``queue`` in bulk; the rate in jobs/s."""
+    from jetqueue.client import JobRequest
+
+    reqs = [JobRequest(queue, "bench", {"n": i, "to": f"user{i}@example.com"}, user_id=f"u{i % 97}") for i in range(n)]
+    t = time.perf_counter()
+    for i in range(0, n, batch):
+        await client.enqueue_many(reqs[i : i + batch])
+    return n / (time.perf_counter() - t)
+
+
+async def run_enqueue(admin: str, n: int) -> dict[str, Any]:
+    """The job tracker's cost and speed, against the real monitor process and a fresh database.
+
+    1. ``n`` jobs are enqueued with no monitor running (the producer's rate alone);
+    2. the monitor starts: its reconcile finds them in the stream (batched direct gets) and lists them;
+    3. with the monitor subscribed, ``n`` more are enqueued: the producer's rate with the monitor
+       following, the monitor's ingest rate (until every job is listed) and its CPU meanwhile.
+    """
+    from jetqueue.client import JobClient
+    from jetqueue.connection import connect_and_check
+    from jetqueue.embedded import EmbeddedNats, free_port
+    from jetqueue.settings import CommonSettings
+
+    db = f"jq_bench_enq_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    await conn.close()
+    dsn = db_dsn(admin, db)
+    nats = EmbeddedNats().start()
+    catalog = load_catalog()
+    nc, _ = await connect_and_check(CommonSettings(nats_url=nats.url), name="bench-producer", catalog=catalog)
+    client = JobClient(nc, catalog)
+    env = dict(os.environ)
+    env.update({"JETQUEUE_NATS_URL": nats.url, "JETQUEUE_MONITOR_DATABASE_URL": sa_url(dsn),
+                "JETQUEUE_MONITOR_TOKENS": f"bench:viewer:{secrets.token_hex(16)}",
+                "JETQUEUE_MONITOR_PORT": str(free_port()), "JETQUEUE_MONITOR_LOG_LEVEL": "WARNING"})  # fmt: skip
+    out: dict[str, Any] = {"jobs": n}
+    proc = None
+    try:
+        out["enqueue_alone_jobs_per_s"] = round(await _enqueue(client, "email-send", n))
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "jetqueue_monitor"], env=env)  # noqa: ASYNC220
+        listed = await _rows_in(dsn, n)
+        out["reconcile_at_start_s"] = round(listed - started, 2)  # includes the monitor's start-up
+        cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+        out["enqueue_with_monitor_jobs_per_s"] = round(await _enqueue(client, "notification-send", n))
+        done = await _rows_in(dsn, 2 * n)
+        wall, cpu = done - t0, _cpu_s(proc.pid) - cpu0
+        out["ingest_jobs_per_s"] = round(n / wall)
+        out["ingest_wall_s"] = round(wall, 2)
+        out["monitor_cpu_s"] = round(cpu, 2)
+        out["monitor_cpu_pct"] = round(100 * cpu / wall, 1)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        await nc.close()
+        nats.cleanup()
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
     return out
 
 
@@ -896,6 +1025,28 @@ async def machine(dsn: str) -> dict[str, Any]:
         "pg_settings": settings,
         "asyncpg": asyncpg.__version__,
     }
+
+
+def _report(results: dict[str, Any], direct: list[tuple[str, str, dict[str, Any]]], plans: dict[str, str]) -> None:
+    """The tables on stdout."""
+    print()
+    print(f"jetqueue monitor read paths, {results['rows']:,} jobs ({results['machine']['nproc']} CPUs, "
+          f"PostgreSQL {results['machine']['postgresql']})")  # fmt: skip
+    if direct:
+        print(table(direct))
+    if results.get("http"):
+        print()
+        print("HTTP (python -m jetqueue_monitor, real app, housekeeping running):")
+        print(table([(k, v["kind"], v) for k, v in results["http"].items()]))
+    if results.get("enqueue"):
+        print()
+        print("Job tracker (python -m jetqueue_monitor listing enqueued jobs):")
+        for k, v in results["enqueue"].items():
+            print(f"  {k:34} {v}")
+    print()
+    print("EXPLAIN ANALYZE (first line | execution time):")
+    for label, plan in plans.items():
+        print(f"  {label}: {plan_summary(plan)}")
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -977,19 +1128,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 log(f"HTTP phase failed: {exc!r}")
                 results["http_error"] = repr(exc)
 
-        print()
-        print(f"jetqueue monitor read paths, {results['rows']:,} jobs ({results['machine']['nproc']} CPUs, "
-              f"PostgreSQL {results['machine']['postgresql']})")  # fmt: skip
-        if direct:
-            print(table(direct))
-        if results.get("http"):
-            print()
-            print("HTTP (python -m jetqueue_monitor, real app, housekeeping running):")
-            print(table([(k, v["kind"], v) for k, v in results["http"].items()]))
-        print()
-        print("EXPLAIN ANALYZE (first line | execution time):")
-        for label, plan in plans.items():
-            print(f"  {label}: {plan_summary(plan)}")
+        if "enqueue" in phases:
+            log(f"enqueue: the job tracker listing {args.enqueue_jobs:,} jobs as they are enqueued")
+            results["enqueue"] = await run_enqueue(admin, args.enqueue_jobs)
+            log(f"  {json.dumps(results['enqueue'])}")
+
+        _report(results, direct, plans)
         return 0
     finally:
         RESULTS.write_text(json.dumps(results, indent=2, default=str))
@@ -1022,7 +1166,14 @@ def main(argv: list[str] | None = None) -> int:
         help="hours of queue_samples to load (default 168: the 7 days Store.expire keeps)",
     )
     ap.add_argument("--no-http", action="store_true", help="skip the end-to-end HTTP measurements")
-    ap.add_argument("--phases", default="direct,explain,http", help="comma list of direct,explain,http (default all)")
+    ap.add_argument(
+        "--phases",
+        default="direct,explain,http,enqueue",
+        help="comma list of direct,explain,http,enqueue (default all)",
+    )
+    ap.add_argument(
+        "--enqueue-jobs", type=int, default=20_000, help="jobs the enqueue phase enqueues, twice (default 20,000)"
+    )
     ap.add_argument(
         "--dsn",
         default=os.environ.get("JQ_BENCH_PG", DEFAULT_ADMIN_DSN),

@@ -116,6 +116,7 @@ class World:
     failed_job: str = ""  # failed after 2 attempts: "smtp refused: mailbox full"
     artifact_job: str = ""  # failed with a PNG and an HTML snapshot attached
     waiting_dispatch: int = 0
+    delayed_job: str = ""  # a report due in 15 minutes
     users: dict[str, str] = field(default_factory=dict)
 
     async def api(self, path: str) -> Any:
@@ -252,7 +253,12 @@ async def _seed(w: World, client: JobClient) -> None:
     for m in ("2026-09", "2026-10", "bad"):
         await client.enqueue(REPORT, "monthly-report", {"month": m}, attempts=1, user_id="u-1001")
     for _ in range(2):
-        await client.enqueue(REPORT, "monthly-report", {"month": "2026-11"}, delay_ms=15 * 60 * 1000)
+        r = await client.enqueue(
+            REPORT, "monthly-report", {"month": "2026-11"}, delay_ms=15 * 60 * 1000, user_id="u-1001"
+        )
+        w.delayed_job = r.job_id
+    for s in client.catalog.schedules:  # the seed's two daily schedules, as the producer registers them
+        await client.schedule(s.queue, s.name, s.cron, data=s.data, time_zone=s.time_zone, job_name=s.job_name)
     w.waiting_dispatch = 4
     for i in range(w.waiting_dispatch):
         await client.enqueue(DISPATCH, "optimize-route", {"region": f"r{i}"}, user_id="u-1002")
@@ -300,13 +306,15 @@ class Session:
 
 @pytest.fixture
 async def open_ui(browser: Any, world: World) -> AsyncIterator[Callable[..., Awaitable[Session]]]:
-    """``await open_ui("ada", phone=False, lang="ko", path="/ui")`` → a signed-in page."""
+    """``await open_ui("ada", phone=False, lang="ko", path="/ui", viewport=None)`` → a signed-in page."""
     sessions: list[Session] = []
 
-    async def opener(user: str, *, phone: bool = False, lang: str = "ko", path: str = "/ui") -> Session:
+    async def opener(
+        user: str, *, phone: bool = False, lang: str = "ko", path: str = "/ui", viewport: dict[str, int] | None = None
+    ) -> Session:
         context = await browser.new_context(
             base_url=world.base_url,
-            viewport=PHONE if phone else DESKTOP,
+            viewport=viewport or (PHONE if phone else DESKTOP),
             is_mobile=phone,
             has_touch=phone,
             device_scale_factor=1,

@@ -62,6 +62,12 @@ Authorization = "Bearer {ADMIN_TOKEN}"
 include-path = "/admin/worker-monitor/queues/{{name}}/pause"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# Nor "a cron expression and a time zone the broker takes": the broker checks them, and refuses with 400.
+[[operations]]
+include-path = "/admin/worker-monitor/schedules/{{queue}}/{{name}}"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """
 
 

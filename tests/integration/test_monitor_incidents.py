@@ -144,7 +144,7 @@ def only(found: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def shape_ok(i: dict[str, Any]) -> None:
-    assert set(i) == {"type", "queue", "severity", "message", "drill_down"}
+    assert set(i) == {"type", "queue", "severity", "message", "drill_down", "acknowledged", "snoozed_until"}
     assert set(i["message"]) == {"ko", "en"} and all(i["message"].values())
 
 
@@ -155,6 +155,8 @@ async def test_no_worker(store: Store, settings: MonitorSettings, catalog: Catal
     assert (i["type"], i["queue"], i["severity"]) == ("no_worker", Q, "critical")
     assert i["drill_down"] == {"tab": "workers", "queue": Q}
     assert "3 waiting" in i["message"]["en"] and "3개" in i["message"]["ko"]
+    # both languages name the queue by its label, not its key
+    assert i["message"]["en"].startswith("Email send: ") and i["message"]["ko"].startswith("이메일 발송: ")
     # an offline worker, or one on another queue, does not count
     await worker(store, "w-off", status="OFFLINE")
     await worker(store, "w-elsewhere", queue=OTHER)
@@ -319,3 +321,30 @@ async def test_rules_are_per_queue(store: Store, settings: MonitorSettings, cata
     ]
     # queues not in the snapshot (not sampled yet) raise nothing
     assert await incidents(store, settings, catalog) == []
+
+
+# ---------------------------------------------------------------- acknowledged and snoozed
+async def test_acknowledged_and_snoozed_incidents_are_marked_until_they_clear(
+    store: Store, settings: MonitorSettings, catalog: Catalog
+) -> None:
+    both = (info(Q, waiting=3), info(OTHER, waiting=1))
+    await store.save_incident_ack("no_worker", Q, "ack", actor="otto", reason="deploying workers")
+    await store.save_incident_ack(
+        "no_worker", OTHER, "snooze", actor="otto", reason=None, until=utcnow() + timedelta(minutes=30)
+    )
+    found = {i["queue"]: i for i in await queries.with_acks(store, await incidents(store, settings, catalog, *both))}
+    assert found[Q]["acknowledged"]["by"] == "otto" and found[Q]["acknowledged"]["reason"] == "deploying workers"
+    assert found[Q]["snoozed_until"] is None
+    assert found[OTHER]["acknowledged"] is None and found[OTHER]["snoozed_until"]
+    # the incident on Q clears: its acknowledgement goes, so when it comes back it is news again
+    await queries.with_acks(store, await incidents(store, settings, catalog, info(Q), info(OTHER, waiting=1)))
+    again = {i["queue"]: i for i in await queries.with_acks(store, await incidents(store, settings, catalog, *both))}
+    assert again[Q]["acknowledged"] is None and again[OTHER]["snoozed_until"]
+
+
+async def test_a_snooze_ends_at_its_time(store: Store, settings: MonitorSettings, catalog: Catalog) -> None:
+    await store.save_incident_ack(
+        "no_worker", Q, "snooze", actor="otto", reason=None, until=utcnow() - timedelta(seconds=1)
+    )
+    [i] = await queries.with_acks(store, await incidents(store, settings, catalog, info(Q, waiting=3)))
+    assert i["snoozed_until"] is None and i["acknowledged"] is None

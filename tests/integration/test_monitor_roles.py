@@ -27,6 +27,7 @@ from jetqueue import artifacts, names
 from jetqueue.catalog import Catalog
 from jetqueue.client import JobClient
 from jetqueue.control import H_ERROR, H_REASON
+from jetqueue.errors import JobNotFound
 from jetqueue.settings import CommonSettings
 from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
@@ -64,20 +65,44 @@ class Route:
     action: str | None = None  # the audit action of a control route: its 403s are audited
     check: Callable[[Any], bool] | None = None  # on a 200 body
     stream: bool = False
+    job: str = "waiting"  # which seeded job "{job_id:str}" stands for
+    refused_as: tuple[str, str] | None = None  # the entity a refusal is audited on, when not the queue or job
+    ok: int = 200  # the status an allowed call answers
 
-    def url(self, job: str) -> str:
+    def url(self, jobs: dict[str, str], bulk_id: str) -> str:
         if "/artifacts/" in self.template:
-            return self.template.replace("{job_id:str}", job).replace("{name:str}", "note.txt")
-        return self.template.replace("{name:str}", Q).replace("{job_id:str}", job)
+            return self.template.replace("{job_id:str}", jobs["waiting"]).replace("{name:str}", "note.txt")
+        if "{queue:str}" in self.template:
+            return self.template.replace("{queue:str}", Q).replace("{name:str}", SCHEDULE)
+        return (
+            self.template.replace("{name:str}", Q)
+            .replace("{job_id:str}", jobs[self.job])
+            .replace("{bulk_id:str}", bulk_id)
+        )
+
+    def entity(self, jobs: dict[str, str]) -> tuple[str, str]:
+        if self.refused_as is not None:
+            return self.refused_as
+        return ("QUEUE", Q) if "{name:str}" in self.template else ("JOB", jobs[self.job])
 
 
 def _r(method: str, tail: str, need: str, **kw: Any) -> Route:
     return Route(method, BASE + tail, need, **kw)
 
 
-# Every route of MonitorController plus /auth/me. The order matters for the
-# allowed roles: pause comes before resume. "{job_id:str}" is replaced by a job
-# that suits the route (waiting, dead-lettered, or waiting-to-be-cancelled).
+SCHEDULE = "roles"
+DRY_RUN = {"job_ids": ["no-such-job"], "dry_run": True}
+INCIDENT = {"type": "no_worker", "queue": Q}
+AS_SCHEDULE = ("SCHEDULE", f"{Q}/{SCHEDULE}")
+
+
+def _dry(body: Any) -> bool:
+    return bool(body["dry_run"]) and body["matched"] == 0
+
+
+# Every route of the monitor API plus /auth/me. The order matters for the allowed roles: pause comes
+# before resume, the seeded schedule is deleted last. "{job_id:str}" is the
+# seeded job that suits the route (waiting, delayed, dead-lettered, or one to cancel or delete).
 ROUTES: list[Route] = [
     Route("GET", "/auth/me", "viewer", check=lambda b: b["via"] == "token"),
     _r("GET", "/overview", "viewer", check=lambda b: "incidents" in b and "online_workers" in b),
@@ -92,9 +117,13 @@ ROUTES: list[Route] = [
     _r("GET", "/stream", "viewer", stream=True),
     # the job retry runs before the queue's retry-failed, which would take that job too
     _r("POST", "/jobs/{job_id:str}/retry", "operator", body={}, check=lambda b: b["state"] == "waiting",
-       action="JOB_RETRY"),
+       action="JOB_RETRY", job="dead"),
     _r("POST", "/jobs/{job_id:str}/cancel", "operator", body={}, check=lambda b: b["state"] == "cancelled",
-       action="JOB_CANCEL"),
+       action="JOB_CANCEL", job="cancel"),
+    _r("POST", "/jobs/{job_id:str}/promote", "operator", body={}, check=lambda b: b["state"] == "waiting",
+       action="JOB_PROMOTE", job="delayed"),
+    _r("POST", "/jobs/{job_id:str}/delete", "admin", body={}, check=lambda b: b["removed"]["waiting"] == 1,
+       action="JOB_DELETE", job="delete"),
     _r("POST", "/queues/{name:str}/pause", "operator", body={"reason": "roles"}, check=lambda b: b["paused"] is True,
        action="QUEUE_PAUSE"),
     _r("POST", "/queues/{name:str}/resume", "operator", body={}, check=lambda b: b["paused"] is False,
@@ -105,6 +134,28 @@ ROUTES: list[Route] = [
        action="QUEUE_DRAIN"),
     _r("POST", "/queues/{name:str}/clean", "admin", body={}, check=lambda b: b["confirm_required"] is True,
        action="QUEUE_CLEAN"),
+    _r("GET", "/schedules", "viewer", check=lambda b: isinstance(b, list)),
+    _r("PUT", "/schedules/{queue:str}/{name:str}", "admin", body={"cron": "0 4 * * *"},
+       check=lambda b: b["cron"] == "0 4 * * *", action="SCHEDULE_UPDATE", refused_as=AS_SCHEDULE),
+    _r("POST", "/schedules/{queue:str}/{name:str}/pause", "operator", body={}, check=lambda b: b["paused"] is True,
+       action="SCHEDULE_PAUSE", refused_as=AS_SCHEDULE),
+    _r("POST", "/schedules/{queue:str}/{name:str}/resume", "operator", body={},
+       check=lambda b: b["paused"] is False, action="SCHEDULE_RESUME", refused_as=AS_SCHEDULE),
+    _r("POST", "/schedules/{queue:str}/{name:str}/trigger", "operator", body={},
+       check=lambda b: b["job_id"].startswith(f"cron-{SCHEDULE}-t"), action="SCHEDULE_TRIGGER", refused_as=AS_SCHEDULE),
+    _r("POST", "/schedules/{queue:str}/{name:str}/delete", "admin", body={}, check=lambda b: b["deleted"] is True,
+       action="SCHEDULE_DELETE", refused_as=AS_SCHEDULE),
+    _r("GET", "/bulk", "viewer", check=lambda b: isinstance(b, list)),
+    _r("GET", "/bulk/{bulk_id:str}", "viewer", check=lambda b: b["status"] == "done"),
+    _r("POST", "/bulk/retry", "operator", body=DRY_RUN, check=_dry, action="BULK_RETRY", refused_as=("JOBS", "*")),
+    _r("POST", "/bulk/cancel", "operator", body=DRY_RUN, check=_dry, action="BULK_CANCEL", refused_as=("JOBS", "*")),
+    _r("POST", "/bulk/promote", "operator", body=DRY_RUN, check=_dry, action="BULK_PROMOTE",
+       refused_as=("JOBS", "*")),
+    _r("POST", "/bulk/delete", "admin", body=DRY_RUN, check=_dry, action="BULK_DELETE", refused_as=("JOBS", "*")),
+    _r("POST", "/incidents/ack", "operator", body=INCIDENT, check=lambda b: b["kind"] == "ack",
+       action="INCIDENT_ACK", refused_as=("INCIDENT", "*")),
+    _r("POST", "/incidents/snooze", "operator", body={**INCIDENT, "minutes": 5}, check=lambda b: b["kind"] == "snooze",
+       action="INCIDENT_SNOOZE", refused_as=("INCIDENT", "*")),
 ]  # fmt: skip
 # The principal each bearer token stands for (TOKENS), as the audit log names it.
 ACTOR = {"viewer": "vic", "operator": "otto", "admin": "ada"}
@@ -191,74 +242,118 @@ def test_the_table_covers_every_route(catalog: Catalog, sqlite_url: str) -> None
 
 
 # ---------------------------------------------------------------- the matrix
+async def _seed(
+    monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient, catalog: Catalog
+) -> tuple[dict[str, str], str]:
+    """A job for each kind of route, an open incident to acknowledge, and a finished bulk action to read."""
+    jobs = {
+        "waiting": (await client.enqueue(Q, "read-me", {"to": "r"})).job_id,
+        "cancel": (await client.enqueue(Q, "cancel-me", {"to": "c"})).job_id,
+        "delete": (await client.enqueue(Q, "delete-me", {"to": "d"})).job_id,
+        "delayed": (await client.enqueue(Q, "run-me-now", {"to": "p"}, delay_ms=3_600_000)).job_id,
+        "dead": await dead_letter(nc, client, catalog),
+    }
+    await dead_letter(nc, client, catalog, "doomed-too")  # for retry-failed
+    await artifacts.put(nc.jetstream(), jobs["waiting"], "note.txt", b"hello", "text/plain")
+    await client.schedule(Q, SCHEDULE, "0 3 * * *", data={"for": "roles"})
+
+    async def incident_open() -> bool:
+        ov = (await monitor.get(f"{BASE}/overview", headers=ADMIN)).json()
+        return any(i["type"] == "no_worker" and i["queue"] == Q for i in ov["incidents"])
+
+    await eventually(incident_open, timeout=10, what="a no_worker incident to acknowledge")
+    r = await monitor.post(f"{BASE}/bulk/promote", json={"job_ids": ["no-such-job"]}, headers=ADMIN)
+    assert r.status_code == 202, r.text
+    bulk_id = r.json()["id"]
+
+    async def bulk_done() -> bool:
+        return bool((await monitor.get(f"{BASE}/bulk/{bulk_id}", headers=ADMIN)).json()["status"] == "done")
+
+    await eventually(bulk_done, timeout=10, what="the seeded bulk action done")
+    return jobs, bulk_id
+
+
+async def _call(monitor: httpx.AsyncClient, route: Route, url: str, headers: dict[str, str]) -> tuple[int, str, Any]:
+    """(status, text, body) of one call; for the event stream, its first event as the body."""
+    if not route.stream:
+        r = await monitor.request(route.method, url, headers=headers, json=route.body)
+        body = (r.json() if "/artifacts/" not in url else r.text) if r.status_code < 300 else None
+        return r.status_code, r.text, body
+    async with monitor.stream("GET", url + "?interval_s=0.5", headers=headers) as r:
+        if r.status_code != 200:
+            return r.status_code, (await r.aread()).decode(), None
+        [(_t, kind, data)] = await asyncio.wait_for(_events(r, 1), 10)
+        return 200, "", {"event": kind, **data}
+
+
 @pytest.mark.parametrize("role", list(EXPECTED))
 async def test_role_matrix(
     role: str, monitor: httpx.AsyncClient, nc: NatsClient, client: JobClient, catalog: Catalog
 ) -> None:
-    waiting = (await client.enqueue(Q, "read-me", {"to": "r"})).job_id
-    to_cancel = (await client.enqueue(Q, "cancel-me", {"to": "c"})).job_id
-    to_retry = await dead_letter(nc, client, catalog)
-    bulk = await dead_letter(nc, client, catalog, "doomed-too")  # for retry-failed
-    await artifacts.put(nc.jetstream(), waiting, "note.txt", b"hello", "text/plain")
+    jobs, bulk_id = await _seed(monitor, nc, client, catalog)
     headers = HEADERS[role]
     failures: list[str] = []
-    refused: dict[tuple[str, str], str] = {}  # (action, queue or job) -> the 403's detail
+    refused: dict[tuple[str, str, str], str] = {}  # (action, entity type, entity id) -> the 403's detail
     for route in ROUTES:
-        job = {"/retry": to_retry, "/cancel": to_cancel}.get(route.template[route.template.rfind("/") :], waiting)
-        url = route.url(job)
+        url = route.url(jobs, bulk_id)
         want = EXPECTED[role][route.need]
-        if route.stream:
-            async with monitor.stream("GET", url + "?interval_s=0.5", headers=headers) as r:
-                got, text = r.status_code, ""
-                if got == 200:
-                    [(_t, kind, data)] = await asyncio.wait_for(_events(r, 1), 10)
-                    if kind != "update" or "overview" not in data:
-                        failures.append(f"{role} GET {url}: 200 but no update event: {kind} {data}")
-                else:
-                    text = (await r.aread()).decode()
-        else:
-            r = await monitor.request(route.method, url, headers=headers, json=route.body)
-            got, text = r.status_code, r.text
+        want = route.ok if want == 200 else want
+        got, text, body = await _call(monitor, route, url, headers)
         if got != want:
             failures.append(f"{role} {route.method} {url}: expected {want}, got {got}: {text[:300]}")
             continue
         assert "Traceback" not in text
-        if got == 200 and route.check is not None and not route.stream:
-            body = r.json() if "/artifacts/" not in url else r.text
-            if not route.check(body):
-                failures.append(f"{role} {route.method} {url}: unexpected 200 body {text[:300]}")
-        if got == 200 and route.template == "/auth/me" and r.json()["role"] != role:
-            failures.append(f"/auth/me says role {r.json()['role']!r} for {role}")
-        if got in (401, 403):
+        if route.stream and got == 200 and (body["event"] != "update" or "overview" not in body):
+            failures.append(f"{role} GET {url}: 200 but no update event: {body}")
+        if got < 300 and route.check is not None and not route.stream and not route.check(body):
+            failures.append(f"{role} {route.method} {url}: unexpected {got} body {text[:300]}")
+        if got == 200 and route.template == "/auth/me" and body["role"] != role:
+            failures.append(f"/auth/me says role {body['role']!r} for {role}")
+        if got == 403:
             detail = json.loads(text)["detail"]
-            needs = f"{route.need} role required"
-            if got == 403 and route.need != "viewer" and "/artifacts/" not in url and needs not in detail:
+            if route.need != "viewer" and "/artifacts/" not in url and f"{route.need} role required" not in detail:
                 failures.append(f"{role} {route.method} {url}: 403 without the role it needs: {detail}")
-            if got == 403 and route.action:
-                refused[(route.action, Q if "{name:str}" in route.template else job)] = detail
+            if route.action:
+                refused[(route.action, *route.entity(jobs))] = detail
     assert not failures, "\n".join(failures)
-    # every 403 on a control route is in the audit log: who, what, on which entity, and why
+    await _refusals_audited(monitor, role, refused)
+    await _nothing_forbidden_happened(role, nc, client, catalog, jobs)
+
+
+async def _refusals_audited(monitor: httpx.AsyncClient, role: str, refused: dict[tuple[str, str, str], str]) -> None:
+    """Every 403 on a control route is in the audit log: who, what, on which entity, and why."""
     assert bool(refused) == (role in ("viewer", "operator")), refused
-    if refused:
+    if not refused:
+        return
 
-        async def audited() -> dict[tuple[str, str], dict[str, Any]] | None:
-            r = await monitor.get(f"{BASE}/audit?actor={ACTOR[role]}&limit=100", headers=ADMIN)
-            rows = {(a["action"], a["entity_id"]): a for a in r.json()["items"] if not a["ok"]}
-            return rows if set(refused) <= set(rows) else None
+    async def audited() -> dict[tuple[str, str, str], dict[str, Any]] | None:
+        r = await monitor.get(f"{BASE}/audit?actor={ACTOR[role]}&ok=false&limit=100", headers=ADMIN)
+        rows = {(a["action"], a["entity_type"], a["entity_id"]): a for a in r.json()["items"]}
+        return rows if set(refused) <= set(rows) else None
 
-        rows = await eventually(audited, timeout=10, what=f"{role}'s refusals audited")
-        for key, detail in refused.items():
-            row = rows[key]
-            assert (row["role"], row["error"], row["source"]) == (role, detail, "monitor"), row
-            assert row["entity_type"] == ("QUEUE" if key[1] == Q else "JOB"), row
-    # forbidden calls changed nothing; allowed ones did what they said
+    rows = await eventually(audited, timeout=10, what=f"{role}'s refusals audited")
+    for key, detail in refused.items():
+        row = rows[key]
+        assert (row["role"], row["error"], row["source"]) == (role, detail, "monitor"), row
+
+
+async def _nothing_forbidden_happened(
+    role: str, nc: NatsClient, client: JobClient, catalog: Catalog, jobs: dict[str, str]
+) -> None:
+    """Forbidden calls changed nothing; allowed ones did what they said."""
     dlq = await dlq_ids(nc)
-    if EXPECTED[role]["operator"] == 200:
-        assert not dlq & {to_retry, bulk}
-        assert (await client.status(to_cancel)).state.value == "cancelled"
-    else:
-        assert dlq >= {to_retry, bulk}
-        assert (await client.status(to_cancel)).state.value == "waiting"
+    operator_ok = EXPECTED[role]["operator"] == 200
+    assert not (dlq & {jobs["dead"]}) if operator_ok else jobs["dead"] in dlq
+    assert (await client.status(jobs["cancel"])).state.value == ("cancelled" if operator_ok else "waiting")
+    assert (await client.status(jobs["delayed"])).state.value == ("waiting" if operator_ok else "scheduled")
+    admin = EXPECTED[role]["admin"] == 200
+    assert {s.name for s in await client.list_schedules(Q)} == (set() if admin else {SCHEDULE})
+    try:
+        await client.status(jobs["delete"])
+        deleted = False
+    except JobNotFound:
+        deleted = True
+    assert deleted == admin
 
 
 async def test_viewer_sees_payloads_only_when_configured(
@@ -286,6 +381,19 @@ MUTATIONS: list[tuple[str, str]] = [
     ("POST", f"{BASE}/queues/{Q}/clean"),
     ("POST", f"{BASE}/jobs/some-job/retry"),
     ("POST", f"{BASE}/jobs/some-job/cancel"),
+    ("POST", f"{BASE}/jobs/some-job/promote"),
+    ("POST", f"{BASE}/jobs/some-job/delete"),
+    ("PUT", f"{BASE}/schedules/{Q}/some-schedule"),
+    ("POST", f"{BASE}/schedules/{Q}/some-schedule/delete"),
+    ("POST", f"{BASE}/schedules/{Q}/some-schedule/pause"),
+    ("POST", f"{BASE}/schedules/{Q}/some-schedule/resume"),
+    ("POST", f"{BASE}/schedules/{Q}/some-schedule/trigger"),
+    ("POST", f"{BASE}/bulk/retry"),
+    ("POST", f"{BASE}/bulk/cancel"),
+    ("POST", f"{BASE}/bulk/promote"),
+    ("POST", f"{BASE}/bulk/delete"),
+    ("POST", f"{BASE}/incidents/ack"),
+    ("POST", f"{BASE}/incidents/snooze"),
 ]
 JSON_CT = {"content-type": "application/json"}
 # (label, raw body) sent to every mutating endpoint: each must be a 400
@@ -336,6 +444,24 @@ SPECIFIC: list[tuple[str, str, Any, int, str]] = [
     ("GET", f"{BASE}/jobs?since=yesterday", None, 400, ""),
     ("GET", f"{BASE}/audit?before_id=x", None, 400, ""),
     ("GET", f"{BASE}/stream?interval_s=soon", None, 400, ""),
+    ("GET", f"{BASE}/jobs?level=10", None, 400, ""),
+    ("GET", f"{BASE}/queues/{Q}?window=1y", None, 400, ""),
+    ("GET", f"{BASE}/audit?ok=maybe", None, 400, ""),
+    # the new actions: unknown things are 404s, bad bodies 400s
+    ("POST", f"{BASE}/jobs/no-such-job/promote", {}, 404, "no-such-job"),
+    ("POST", f"{BASE}/jobs/no-such-job/delete", {}, 404, "no-such-job"),
+    ("POST", f"{BASE}/schedules/{Q}/no-such-schedule/delete", {}, 404, "no-such-schedule"),
+    ("POST", f"{BASE}/schedules/{Q}/no-such-schedule/trigger", {}, 404, "no-such-schedule"),
+    ("PUT", f"{BASE}/schedules/nope/x", {"cron": "@daily"}, 404, "nope"),
+    ("PUT", f"{BASE}/schedules/{Q}/x", {"cron": "@daily", "priority": 0}, 400, ""),
+    ("POST", f"{BASE}/bulk/retry", {"job_ids": []}, 400, ""),
+    ("POST", f"{BASE}/bulk/retry", {"job_ids": ["a.b"]}, 400, ""),
+    ("POST", f"{BASE}/bulk/retry", {"filter": {"status": "bogus"}}, 400, ""),
+    ("POST", f"{BASE}/bulk/retry", {"filter": {"queue": "nope"}, "dry_run": True}, 404, "nope"),
+    ("POST", f"{BASE}/bulk/retry", {"filter": {}, "token": "forged.sig"}, 403, "invalid"),
+    ("GET", f"{BASE}/bulk/0123456789ab", None, 404, ""),
+    ("POST", f"{BASE}/incidents/ack", {"type": "bogus", "queue": Q}, 400, ""),
+    ("POST", f"{BASE}/incidents/snooze", {"type": "no_worker", "queue": Q, "minutes": 0}, 400, ""),
     # login
     ("POST", "/auth/login", {"username": 1, "password": []}, 400, ""),
     ("POST", "/auth/login", {"username": "ada"}, 400, ""),

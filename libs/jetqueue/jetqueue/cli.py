@@ -225,6 +225,49 @@ async def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    """``jetqueue schedules list|set|pause|resume|trigger|delete``: recurring jobs, audited like every control."""
+    if args.schedules_command == "list":
+        from jetqueue.client import JobClient
+
+        nc, catalog = await _session(args)
+        try:
+            rows = [s.to_dict() for s in await JobClient(nc, catalog).list_schedules(args.queue)]
+        finally:
+            await nc.close()
+        for r in rows:
+            r["state"] = "paused" if r["paused"] else "active"
+        _out(args, rows, lambda: _table(rows, ["queue", "name", "cron", "time_zone", "job_name", "state"]))
+        return 0
+    if args.schedules_command == "set":
+        try:
+            data = json.loads(args.data) if args.data else None
+        except ValueError as exc:
+            print(f"jetqueue: --data is not JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return await _control(
+            args,
+            lambda c: c.save_schedule(
+                args.queue,
+                args.name,
+                args.cron,
+                actor=_actor(args),
+                data=data,
+                time_zone=args.time_zone,
+                job_name=args.job_name,
+                priority=args.priority,
+                reason=args.reason,
+            ),
+        )
+    ops = {
+        "pause": lambda c: c.pause_schedule(args.queue, args.name, actor=_actor(args), reason=args.reason),
+        "resume": lambda c: c.resume_schedule(args.queue, args.name, actor=_actor(args), reason=args.reason),
+        "trigger": lambda c: c.trigger_schedule(args.queue, args.name, actor=_actor(args), reason=args.reason),
+        "delete": lambda c: c.delete_schedule(args.queue, args.name, actor=_actor(args), reason=args.reason),
+    }
+    return await _control(args, ops[args.schedules_command])
+
+
 async def cmd_workers(args: argparse.Namespace) -> int:
     from jetqueue import names
     from jetqueue.events import Heartbeat
@@ -295,6 +338,34 @@ async def cmd_tail(args: argparse.Namespace) -> int:
         await sub.unsubscribe()
         await nc.close()
     return 0
+
+
+def _schedule_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``jetqueue schedules list|set|pause|resume|trigger|delete``."""
+    p = sub.add_parser("schedules", parents=[common], help="recurring jobs: list, set, pause, resume, trigger, delete")
+    ssub = p.add_subparsers(dest="schedules_command", required=True)
+    d = ssub.add_parser("list", parents=[common], help="every recurring job, paused ones included")
+    d.add_argument("queue", nargs="?")
+    d.set_defaults(fn=cmd_schedules)
+    d = ssub.add_parser("set", parents=[common], help="create or change a recurring job (a paused one stays paused)")
+    d.add_argument("queue")
+    d.add_argument("name")
+    d.add_argument("cron", help="5 or 6 fields, or @daily, @every 5m, ...")
+    d.add_argument("--time-zone", default="UTC", help="IANA zone, e.g. Asia/Seoul (default UTC)")
+    d.add_argument("--job-name", help="the jobs' name (default: the schedule's name)")
+    d.add_argument("--data", help="JSON payload of each job")
+    d.add_argument("--priority", type=int)
+    d.set_defaults(fn=cmd_schedules)
+    for name, what in (
+        ("pause", "stop firing, keeping the definition"),
+        ("resume", "fire again"),
+        ("trigger", "run one job now"),
+        ("delete", "remove the recurring job"),
+    ):
+        d = ssub.add_parser(name, parents=[common], help=what)
+        d.add_argument("queue")
+        d.add_argument("name")
+        d.set_defaults(fn=cmd_schedules)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -375,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("job_id", nargs="?")
     d.add_argument("--queue")
     d.set_defaults(fn=cmd_dlq)
+
+    _schedule_parsers(sub, common)
 
     p = sub.add_parser("workers", parents=[common], help="workers from their last heartbeat")
     p.set_defaults(fn=cmd_workers)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ H_SCHEDULE_TARGET = "Nats-Schedule-Target"
 H_SCHEDULE_TZ = "Nats-Schedule-Time-Zone"
 H_RUN_AT = "Jq-Run-At"  # ms epoch of a delayed job, for status without parsing the schedule
 H_SCHEDULER = "Nats-Scheduler"  # set by the server on a message a schedule fired
+H_ROLLUP = "Nats-Rollup"  # "sub": the message replaces every other one on its subject
 
 MAX_DELAY_DAYS = 365
 
@@ -73,7 +74,12 @@ class JobRequest:
 
 @dataclass(slots=True, frozen=True)
 class CronSchedule:
-    """A recurring job kept by the broker."""
+    """A recurring job kept by the broker.
+
+    ``paused``: its definition is kept without a schedule, so it fires nothing
+    until resumed. ``updated_at``: when it was last written (ms), which is where
+    an ``@every`` interval counts from.
+    """
 
     queue: str
     name: str
@@ -82,6 +88,8 @@ class CronSchedule:
     job_name: str
     data: Any
     priority: int | None = None
+    paused: bool = False
+    updated_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +100,7 @@ class CronSchedule:
             "job_name": self.job_name,
             "data": self.data,
             "priority": self.priority,
+            "paused": self.paused,
         }
 
 
@@ -325,13 +334,21 @@ class JobClient:
         time_zone: str = "UTC",
         job_name: str | None = None,
         priority: int | None = None,
+        paused: bool = False,
     ) -> CronSchedule:
-        """Create or replace a recurring job (one schedule per queue and name)."""
+        """Create or replace a recurring job (one schedule per queue and name).
+
+        With ``paused`` the definition is stored without a schedule: it fires
+        nothing until :meth:`resume_schedule`.
+
+        Raises:
+            InvalidJob: a bad name or cron expression, or a time zone the broker refuses.
+        """
         spec = self.catalog.get(queue)
         if not names.is_valid_token(name):
             raise InvalidJob("schedule name must be 1-128 letters, digits or _-:=@+")
         expr = to_broker_cron(cron)
-        sched = CronSchedule(queue, name, cron, time_zone, job_name or name, data, priority)
+        sched = CronSchedule(queue, name, cron, time_zone, job_name or name, data, priority, paused)
         env = Envelope(
             id=f"cron-{name}",
             queue=queue,
@@ -344,7 +361,8 @@ class JobClient:
             cron=name,
         )
         body = json.loads(env.to_bytes())
-        body["schedule"] = {k: v for k, v in sched.to_dict().items() if k != "data"}  # data is in the body
+        # data is the body's own; paused is where the message is
+        body["schedule"] = {k: v for k, v in sched.to_dict().items() if k not in ("data", "paused")}
         headers = {
             H_SCHEDULE: expr,
             H_SCHEDULE_TARGET: names.cronjob_subject(queue, spec.level_for(priority), name),
@@ -353,37 +371,118 @@ class JobClient:
             headers[H_SCHEDULE_TZ] = time_zone
         raw = json.dumps(body).encode()
         self._check_size(raw)
+        # The broker checks the expression and the zone: a paused definition is published as a schedule
+        # first too, so a bad one is refused either way.
+        await self._publish_schedule(names.cron_subject(queue, name), raw, headers, cron, time_zone)
+        if paused:
+            await self._park(spec, name, raw)
+        else:
+            with nats_errors("resume schedule"):
+                await self.js.purge_stream(spec.stream, subject=names.cron_paused_subject(queue, name))
+        return sched
+
+    async def _publish_schedule(self, subject: str, raw: bytes, headers: dict[str, str], cron: str, tz: str) -> None:
         try:
-            await self.js.publish(names.cron_subject(queue, name), raw, headers=headers)
+            await self.js.publish(subject, raw, headers=headers)
         except BadRequestError as exc:
             raise InvalidJob(
-                f"the broker refused the schedule ({exc.description}): check cron {cron!r} and time zone {time_zone!r}"
+                f"the broker refused the schedule ({exc.description}): check cron {cron!r} and time zone {tz!r}"
             ) from exc
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             raise NatsUnavailable("NATS did not confirm the schedule") from exc
-        return sched
+
+    async def _park(self, spec: QueueSpec, name: str, raw: bytes) -> None:
+        """Keep a definition on the paused subject (one message: a rollup) and remove its schedule."""
+        with nats_errors("pause schedule"):
+            await self.js.publish(names.cron_paused_subject(spec.name, name), raw, headers={H_ROLLUP: "sub"})
+            await self.js.purge_stream(spec.stream, subject=names.cron_subject(spec.name, name))
+
+    async def _definitions(self, spec: QueueSpec, subject_filter: str) -> list[tuple[dict[str, Any], int | None]]:
+        """The bodies (and write times, ms) of the last message on each subject matching ``subject_filter``."""
+        try:
+            info = await self.js.stream_info(spec.stream, subjects_filter=subject_filter)
+        except NotFoundError:
+            return []
+        out = []
+        for subject in sorted((info.state.subjects or {}).keys()):
+            try:
+                msg = await self.js.get_last_msg(spec.stream, subject)
+            except NotFoundError:
+                continue
+            when = int(msg.time.timestamp() * 1000) if msg.time is not None else None
+            out.append((json.loads(msg.data or b"{}"), when))
+        return out
 
     async def list_schedules(self, queue: str | None = None) -> list[CronSchedule]:
+        """Every recurring job (of ``queue``, or of all queues), paused ones included."""
         out: list[CronSchedule] = []
         with nats_errors("list schedules"):
             for spec in [self.catalog.get(queue)] if queue else self.catalog.queues:
-                try:
-                    info = await self.js.stream_info(spec.stream, subjects_filter=names.cron_filter(spec.name))
-                except NotFoundError:
-                    continue
-                for subject in sorted((info.state.subjects or {}).keys()):
-                    try:
-                        msg = await self.js.get_last_msg(spec.stream, subject)
-                    except NotFoundError:
-                        continue
-                    body = json.loads(msg.data or b"{}")
-                    s = body.get("schedule")
-                    if s:
-                        out.append(CronSchedule(**{**s, "data": body.get("data")}))
-        return out
+                filters = ((False, names.cron_filter(spec.name)), (True, names.cron_paused_filter(spec.name)))
+                for paused, subjects in filters:
+                    for body, when in await self._definitions(spec, subjects):
+                        s = body.get("schedule")
+                        if s:
+                            extra = {"data": body.get("data"), "paused": paused, "updated_at": when}
+                            out.append(CronSchedule(**{**s, **extra}))
+        return sorted(out, key=lambda c: (c.queue, c.name))
+
+    async def get_schedule(self, queue: str, name: str) -> CronSchedule:
+        """One recurring job, active or paused.
+
+        Raises:
+            ScheduleNotFound: there is no such schedule.
+        """
+        if not names.is_valid_token(name):
+            raise ScheduleNotFound(queue, name)
+        found = [s for s in await self.list_schedules(queue) if s.name == name]
+        if not found:
+            raise ScheduleNotFound(queue, name)
+        return found[0]
+
+    async def pause_schedule(self, queue: str, name: str) -> CronSchedule:
+        """Stop a recurring job from firing, keeping its definition (a no-op when it is paused already).
+
+        Raises:
+            ScheduleNotFound: there is no such schedule.
+        """
+        current = await self.get_schedule(queue, name)
+        if current.paused:
+            return current
+        spec = self.catalog.get(queue)
+        with nats_errors("pause schedule"):
+            msg = await self.js.get_last_msg(spec.stream, names.cron_subject(queue, name))
+        await self._park(spec, name, msg.data or b"{}")
+        return replace(current, paused=True)
+
+    async def resume_schedule(self, queue: str, name: str) -> CronSchedule:
+        """Let a paused recurring job fire again (a no-op when it is not paused).
+
+        Raises:
+            ScheduleNotFound: there is no such schedule.
+        """
+        s = await self.get_schedule(queue, name)
+        if not s.paused:
+            return s
+        return await self.schedule(
+            queue, name, s.cron, data=s.data, time_zone=s.time_zone, job_name=s.job_name, priority=s.priority
+        )
+
+    async def trigger_schedule(self, queue: str, name: str) -> EnqueueResult:
+        """Run a recurring job once now (paused or not): a job with its job name, data and priority.
+
+        Its id is ``cron-<name>-t<ms>``, next to the jobs the schedule fires.
+
+        Raises:
+            ScheduleNotFound: there is no such schedule.
+        """
+        s = await self.get_schedule(queue, name)
+        return await self.enqueue(
+            queue, s.job_name, s.data, job_id=names.triggered_cron_job_id(name, now_ms()), priority=s.priority
+        )
 
     async def unschedule(self, queue: str, name: str) -> None:
-        """Remove a recurring job.
+        """Remove a recurring job, active or paused.
 
         Raises:
             ScheduleNotFound: there is no such schedule.
@@ -391,10 +490,13 @@ class JobClient:
         spec = self.catalog.get(queue)
         if not names.is_valid_token(name):
             raise ScheduleNotFound(queue, name)
+        subjects = (names.cron_subject(queue, name), names.cron_paused_subject(queue, name))
         with nats_errors("remove schedule"):
-            if not await self._has_subject(spec.stream, names.cron_subject(queue, name)):
+            present = [s for s in subjects if await self._has_subject(spec.stream, s)]
+            if not present:
                 raise ScheduleNotFound(queue, name)
-            await self.js.purge_stream(spec.stream, subject=names.cron_subject(queue, name))
+            for subject in present:
+                await self.js.purge_stream(spec.stream, subject=subject)
 
     async def _has_subject(self, stream: str, subject: str) -> bool:
         try:

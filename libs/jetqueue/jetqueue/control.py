@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RawStreamMsg
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
 from jetqueue import names, telemetry
 from jetqueue.catalog import Catalog, QueueSpec
-from jetqueue.client import H_MSG_ID, JobClient
+from jetqueue.client import H_MSG_ID, H_SCHEDULE_TARGET, CronSchedule, JobClient
 from jetqueue.errors import ConflictError, JetqueueError, JobNotFound
 from jetqueue.job import Envelope, JobState, now_ms, validate_job_id
 
@@ -53,12 +53,30 @@ class AuditAction(StrEnum):
     QUEUE_RETRY_FAILED = "QUEUE_RETRY_FAILED"
     JOB_RETRY = "JOB_RETRY"
     JOB_CANCEL = "JOB_CANCEL"
+    JOB_PROMOTE = "JOB_PROMOTE"
+    JOB_DELETE = "JOB_DELETE"
+    # one record for a whole bulk action: its filter (or ids), the count it matched, the outcome
+    BULK_RETRY = "BULK_RETRY"
+    BULK_CANCEL = "BULK_CANCEL"
+    BULK_DELETE = "BULK_DELETE"
+    BULK_PROMOTE = "BULK_PROMOTE"
+    SCHEDULE_CREATE = "SCHEDULE_CREATE"
+    SCHEDULE_UPDATE = "SCHEDULE_UPDATE"
+    SCHEDULE_DELETE = "SCHEDULE_DELETE"
+    SCHEDULE_PAUSE = "SCHEDULE_PAUSE"
+    SCHEDULE_RESUME = "SCHEDULE_RESUME"
+    SCHEDULE_TRIGGER = "SCHEDULE_TRIGGER"
+    INCIDENT_ACK = "INCIDENT_ACK"
+    INCIDENT_SNOOZE = "INCIDENT_SNOOZE"
 
 
 class EntityType(StrEnum):
     QUEUE = "QUEUE"
     WORKER = "WORKER"
     JOB = "JOB"
+    JOBS = "JOBS"  # a bulk action; the entity id is the filter's queue, or "*"
+    SCHEDULE = "SCHEDULE"  # entity id "<queue>/<name>"
+    INCIDENT = "INCIDENT"  # entity id "<type>/<queue>"
 
 
 @dataclass(slots=True)
@@ -341,6 +359,96 @@ async def clean_failed(
     return {"removed": removed}
 
 
+async def _delayed(js: JetStreamContext, specs: list[QueueSpec], job_id: str) -> tuple[QueueSpec, RawStreamMsg] | None:
+    """The schedule message of a delayed job (or of a retry waiting for its backoff), and its queue."""
+    for spec in specs:
+        try:
+            return spec, await js.get_last_msg(spec.stream, names.sched_subject(spec.name, job_id))
+        except NotFoundError:
+            continue
+    return None
+
+
+async def _waiting(js: JetStreamContext, spec: QueueSpec, job_id: str) -> RawStreamMsg | None:
+    try:
+        return await js.get_last_msg(spec.stream, names.job_subject_any_level(spec.name, job_id))
+    except NotFoundError:
+        return None
+
+
+async def _delivered(js: JetStreamContext, spec: QueueSpec, msg: RawStreamMsg) -> bool:
+    """Whether a worker holds the job of ``msg`` (its level's consumer delivered it; it is not acked yet)."""
+    _q, _kind, level, _id = names.parse_job_subject(msg.subject or "")
+    ci = await js.consumer_info(spec.stream, names.level_consumer(spec.name, level))
+    return (msg.seq or 0) <= (ci.delivered.stream_seq if ci.delivered else 0)
+
+
+async def promote_job(js: JetStreamContext, catalog: Catalog, job_id: str, queue: str | None = None) -> dict[str, Any]:
+    """Run a delayed job (or a retry waiting for its backoff) now: publish it to its job subject, drop its schedule.
+
+    The copy carries its own ``Nats-Msg-Id``: the job id's would be dropped as a duplicate of the delayed
+    publish within the duplicate window. The schedule is purged after the publish, so a failure leaves the
+    job delayed rather than lost; were the schedule to fire in between, the job would run twice.
+
+    Raises:
+        JobNotFound: no such job. ConflictError: the job is not delayed (it waits, runs or ended).
+    """
+    validate_job_id(job_id)
+    specs = [catalog.get(queue)] if queue else list(catalog.queues)
+    found = await _delayed(js, specs, job_id)
+    if found is None:
+        for spec in specs:
+            if await _waiting(js, spec, job_id) is not None:
+                raise ConflictError(f"job {job_id} is not delayed: it is waiting or running already")
+        raise JobNotFound(job_id)
+    spec, msg = found
+    env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
+    target = (msg.headers or {}).get(H_SCHEDULE_TARGET) or names.job_subject(
+        spec.name, spec.level_for(env.priority), job_id
+    )
+    await js.publish(target, msg.data or b"", headers={H_MSG_ID: f"{job_id}:promote:{msg.seq}"})
+    await js.purge_stream(spec.stream, subject=names.sched_subject(spec.name, job_id))
+    return {"job_id": job_id, "queue": spec.name, "state": "waiting", "attempt": env.attempt}
+
+
+async def delete_job(
+    js: JetStreamContext, catalog: Catalog, job_id: str, queue: str | None = None, *, missing_ok: bool = False
+) -> dict[str, Any]:
+    """Remove a job that is not running: its delayed, waiting or dead-lettered message. It never runs.
+
+    Args:
+        missing_ok: a job with no message left (it ended) is no error: nothing is removed.
+
+    Raises:
+        JobNotFound: nothing to remove (unless ``missing_ok``). ConflictError: a worker runs it (cancel it).
+    """
+    validate_job_id(job_id)
+    specs = [catalog.get(queue)] if queue else list(catalog.queues)
+    removed = {"delayed": 0, "waiting": 0, "dead_lettered": 0}
+    home: str | None = queue
+    for spec in specs:
+        waiting = await _waiting(js, spec, job_id)
+        if waiting is not None and await _delivered(js, spec, waiting):
+            raise ConflictError(f"job {job_id} is running: cancel it instead")
+        delayed = await _purge_count(js, spec.stream, names.sched_subject(spec.name, job_id))
+        queued = await _purge_count(js, spec.stream, names.job_subject_any_level(spec.name, job_id))
+        if delayed or queued:
+            removed["delayed"] += delayed
+            removed["waiting"] += queued
+            home = spec.name
+    for spec in specs:
+        try:
+            msg = await js.get_last_msg(names.DLQ_STREAM, names.dlq_subject(spec.name, job_id))
+        except NotFoundError:
+            continue
+        await js.delete_msg(names.DLQ_STREAM, msg.seq or 0)
+        removed["dead_lettered"] += 1
+        home = spec.name
+    if not any(removed.values()) and not missing_ok:
+        raise JobNotFound(job_id)
+    return {"job_id": job_id, "queue": home, "removed": removed}
+
+
 def _affected(action: AuditAction, result: dict[str, Any]) -> int | None:
     """How many jobs an action touched (None for pause/resume, which touch consumers, not jobs)."""
     match action:
@@ -350,8 +458,16 @@ def _affected(action: AuditAction, result: dict[str, Any]) -> int | None:
             return int(result.get("retried", 0))
         case AuditAction.QUEUE_CLEAN:
             return int(result.get("removed", 0))
-        case AuditAction.JOB_RETRY | AuditAction.JOB_CANCEL:
+        case (
+            AuditAction.JOB_RETRY
+            | AuditAction.JOB_CANCEL
+            | AuditAction.JOB_PROMOTE
+            | AuditAction.JOB_DELETE
+            | AuditAction.SCHEDULE_TRIGGER
+        ):
             return 1
+        case AuditAction.BULK_RETRY | AuditAction.BULK_CANCEL | AuditAction.BULK_DELETE | AuditAction.BULK_PROMOTE:
+            return int(result.get("done", 0))
     return None
 
 
@@ -413,8 +529,10 @@ class Controller:
             attributes["jetqueue.role"] = role
         if entity is EntityType.QUEUE:
             attributes["jetqueue.queue"] = entity_id
-        else:
+        elif entity is EntityType.JOB:
             attributes["jetqueue.job_id"] = entity_id
+        else:
+            attributes["jetqueue.entity_id"] = entity_id
         # One span per control action, whoever calls it (monitor API, operator, CLI); the audit
         # record is published inside it, so a trace shows the action and its audit write.
         with telemetry.tracer().start_as_current_span(
@@ -543,3 +661,126 @@ class Controller:
             return {"job_id": job_id, "state": st.state.value, "queue": st.queue}
 
         return await self._run(AuditAction.JOB_CANCEL, EntityType.JOB, job_id, actor, reason, role, {}, op)
+
+    async def promote_job(
+        self, job_id: str, *, actor: str, queue: str | None = None, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        return await self._run(
+            AuditAction.JOB_PROMOTE,
+            EntityType.JOB,
+            job_id,
+            actor,
+            reason,
+            role,
+            {},
+            lambda: promote_job(self.js, self.catalog, job_id, queue),
+        )
+
+    async def delete_job(
+        self,
+        job_id: str,
+        *,
+        actor: str,
+        queue: str | None = None,
+        missing_ok: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._run(
+            AuditAction.JOB_DELETE,
+            EntityType.JOB,
+            job_id,
+            actor,
+            reason,
+            role,
+            {},
+            lambda: delete_job(self.js, self.catalog, job_id, queue, missing_ok=missing_ok),
+        )
+
+    async def audited(
+        self,
+        action: AuditAction,
+        entity: EntityType,
+        entity_id: str,
+        op: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        actor: str,
+        params: dict[str, Any] | None = None,
+        reason: str | None = None,
+        role: str | None = None,
+    ) -> dict[str, Any]:
+        """Run ``op`` as one audited action (a bulk action, an incident acknowledgement): one record, one span."""
+        return await self._run(action, entity, entity_id, actor, reason, role, params or {}, op)
+
+    # ------------------------------------------------------------ schedules
+    async def save_schedule(
+        self,
+        queue: str,
+        name: str,
+        cron: str,
+        *,
+        actor: str,
+        data: Any = None,
+        time_zone: str = "UTC",
+        job_name: str | None = None,
+        priority: int | None = None,
+        create: bool = True,
+        reason: str | None = None,
+        role: str | None = None,
+    ) -> dict[str, Any]:
+        """Create (``create``) or change a recurring job; a paused one stays paused when changed."""
+
+        async def op() -> dict[str, Any]:
+            paused = False
+            if not create:
+                paused = (await self.client.get_schedule(queue, name)).paused
+            s: CronSchedule = await self.client.schedule(
+                queue, name, cron, data=data, time_zone=time_zone, job_name=job_name, priority=priority, paused=paused
+            )
+            return s.to_dict()
+
+        params = {"cron": cron, "time_zone": time_zone, "job_name": job_name, "priority": priority}
+        action = AuditAction.SCHEDULE_CREATE if create else AuditAction.SCHEDULE_UPDATE
+        return await self._run(action, EntityType.SCHEDULE, f"{queue}/{name}", actor, reason, role, params, op)
+
+    async def delete_schedule(
+        self, queue: str, name: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        async def op() -> dict[str, Any]:
+            await self.client.unschedule(queue, name)
+            return {"queue": queue, "name": name, "deleted": True}
+
+        return await self._run(
+            AuditAction.SCHEDULE_DELETE, EntityType.SCHEDULE, f"{queue}/{name}", actor, reason, role, {}, op
+        )
+
+    async def pause_schedule(
+        self, queue: str, name: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        async def op() -> dict[str, Any]:
+            return (await self.client.pause_schedule(queue, name)).to_dict()
+
+        return await self._run(
+            AuditAction.SCHEDULE_PAUSE, EntityType.SCHEDULE, f"{queue}/{name}", actor, reason, role, {}, op
+        )
+
+    async def resume_schedule(
+        self, queue: str, name: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        async def op() -> dict[str, Any]:
+            return (await self.client.resume_schedule(queue, name)).to_dict()
+
+        return await self._run(
+            AuditAction.SCHEDULE_RESUME, EntityType.SCHEDULE, f"{queue}/{name}", actor, reason, role, {}, op
+        )
+
+    async def trigger_schedule(
+        self, queue: str, name: str, *, actor: str, reason: str | None = None, role: str | None = None
+    ) -> dict[str, Any]:
+        async def op() -> dict[str, Any]:
+            r = await self.client.trigger_schedule(queue, name)
+            return {"queue": queue, "name": name, "job_id": r.job_id, "state": r.state.value}
+
+        return await self._run(
+            AuditAction.SCHEDULE_TRIGGER, EntityType.SCHEDULE, f"{queue}/{name}", actor, reason, role, {}, op
+        )

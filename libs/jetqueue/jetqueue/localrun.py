@@ -378,6 +378,9 @@ def _nats_child(data_dir: Path, port: int) -> Child:
     return Child("nats-server", argv, dict(os.environ), f"http://127.0.0.1:{http_port}/healthz", quiet=True)
 
 
+DEMO_TROUBLED_QUEUE = "data-dtg-sync"  # the demo's one queue in trouble
+
+
 async def _demo_feeder(url: str, catalog: Catalog, queues: list[str], stop: asyncio.Event) -> None:
     """Enqueue a mix of jobs to ``queues`` every second until ``stop`` is set."""
     try:
@@ -394,11 +397,14 @@ async def _demo_feeder(url: str, catalog: Catalog, queues: list[str], stop: asyn
                 q = rng.choice(queues)
                 roll = rng.random()
                 sim: dict[str, Any] = {}
-                if roll < 0.15:
+                # A healthy system with some trouble: one queue talks to a flaky upstream and dead-letters
+                # some jobs (a failure spike there); elsewhere a rare retry that succeeds, nothing lost.
+                flaky, failing = (0.20, 0.08) if q == DEMO_TROUBLED_QUEUE else (0.02, 0.0)
+                if roll < 0.10:
                     sim = {"sleep_ms": rng.randint(2000, 8000)}  # slow
-                elif roll < 0.30:
+                elif roll < 0.10 + flaky:
                     sim = {"fail_attempts": 1}  # flaky: succeeds on retry
-                elif roll < 0.38:
+                elif roll < 0.10 + flaky + failing:
                     sim = {"fail": True}  # fails every attempt: dead-lettered
                 data = {**DEMO_PAYLOADS.get(q, {}), **({"_simulate": sim} if sim else {})}
                 n += 1

@@ -19,6 +19,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.plugins.pydantic import PydanticPlugin
+from nats.aio.client import Client as NatsClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -26,9 +27,20 @@ from jetqueue import __version__, telemetry
 from jetqueue.catalog import Catalog, load_catalog
 from jetqueue.connection import connect_and_check
 from jetqueue.control import Controller as Control
-from jetqueue.errors import ConflictError, InvalidJob, JetqueueError, JobNotFound, NatsUnavailable, UnknownQueue
+from jetqueue.errors import (
+    ConflictError,
+    InvalidJob,
+    JetqueueError,
+    JobNotFound,
+    NatsUnavailable,
+    ScheduleNotFound,
+    UnknownQueue,
+)
 from jetqueue_monitor import audit, queries
-from jetqueue_monitor.api.routes import CleanIn, DangerIn, MonitorController, PauseIn, ReasonIn
+from jetqueue_monitor.api.actions import ActionsController, BulkFilterIn, BulkIn, IncidentIn, SnoozeIn
+from jetqueue_monitor.api.common import ReasonIn
+from jetqueue_monitor.api.routes import CleanIn, DangerIn, MonitorController, PauseIn
+from jetqueue_monitor.api.schedules import ScheduleController, ScheduleEditIn
 from jetqueue_monitor.api.spec import (
     COMPONENTS,
     DB_UNAVAILABLE,
@@ -40,11 +52,13 @@ from jetqueue_monitor.api.spec import (
     utf8,
 )
 from jetqueue_monitor.auth import Authenticator, LoginLimiter, principal_of, session_of
+from jetqueue_monitor.bulk import BulkRunner
 from jetqueue_monitor.db.engine import is_unavailable, make_engine, migrate, migrate_url
 from jetqueue_monitor.ingest import Ingestor
 from jetqueue_monitor.live import MonitorMetrics, Sampler
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import Store
+from jetqueue_monitor.tracker import JobTracker
 from jetqueue_monitor.ui import ui_routes
 from jetqueue_monitor.worker_health import lost_worker_counts
 
@@ -187,7 +201,7 @@ def _nats_unavailable(exc: Exception) -> bool:
 
 
 def _on_jetqueue_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if isinstance(exc, (UnknownQueue, JobNotFound)):
+    if isinstance(exc, (UnknownQueue, JobNotFound, ScheduleNotFound)):
         return _error(404, str(exc))
     if isinstance(exc, ConflictError):
         return _error(409, str(exc))
@@ -213,6 +227,21 @@ def _on_other_error(request: Request[Any, Any, Any], exc: Exception) -> Response
         return _unavailable(DB_UNAVAILABLE)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(500, "internal error; the request was not completed")
+
+
+# The JSON bodies the API reads, completed in the document (complete_bodies)
+BODIES: list[type[BaseModel]] = [
+    LoginIn,
+    PauseIn,
+    ReasonIn,
+    DangerIn,
+    CleanIn,
+    ScheduleEditIn,
+    BulkIn,
+    BulkFilterIn,
+    IncidentIn,
+    SnoozeIn,
+]
 
 
 def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> Litestar:
@@ -245,11 +274,15 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
         app.state.control = Control(nc, catalog, source="monitor")
         ingestor = Ingestor(nc, store) if settings.ingest else None
         sampler = Sampler(js, catalog, store, interval_s=settings.sample_interval_s)
+        tracker = _tracker(nc, catalog, store, sampler, settings)
         app.state.sampler = sampler
         app.state.ingestor = ingestor
+        app.state.tracker = tracker
         await sampler.sample_once()
         if ingestor is not None:
             await ingestor.start()
+        if tracker is not None:
+            await tracker.start()
         sampler.start()
         stop_house = asyncio.Event()
         house = asyncio.create_task(_housekeeping(store, settings, stop_house))
@@ -260,6 +293,9 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
             house.cancel()
             await asyncio.gather(house, return_exceptions=True)
             await sampler.stop()
+            await app.state.bulk.stop()
+            if tracker is not None:
+                await tracker.stop()
             if ingestor is not None:
                 await ingestor.stop()
             try:
@@ -277,7 +313,17 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
         max_age=12 * 3600,
     )
     app = Litestar(
-        route_handlers=[MonitorController, login, logout, me, health, metrics, *ui_routes()],
+        route_handlers=[
+            MonitorController,
+            ScheduleController,
+            ActionsController,
+            login,
+            logout,
+            me,
+            health,
+            metrics,
+            *ui_routes(),
+        ],
         lifespan=[lifespan],
         middleware=[session.middleware],
         state=State(
@@ -288,6 +334,7 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
                 "login_limiter": limiter,
                 "store": store,
                 "metrics": metrics_,
+                "bulk": BulkRunner(store, rate_per_s=settings.bulk_rate_per_s),
             }
         ),
         exception_handlers={JetqueueError: _on_jetqueue_error, Exception: _on_other_error},
@@ -298,8 +345,24 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
         plugins=[PydanticPlugin(validate_strict=True)],
         debug=False,
     )
-    complete_bodies(app.openapi_schema, [LoginIn, PauseIn, ReasonIn, DangerIn, CleanIn])
+    complete_bodies(app.openapi_schema, BODIES)
     return app
+
+
+def _tracker(
+    nc: NatsClient, catalog: Catalog, store: Store, sampler: Sampler, settings: MonitorSettings
+) -> JobTracker | None:
+    """The job tracker, where this replica ingests: it writes job rows, and one writer only may."""
+    if not (settings.ingest and settings.track_jobs):
+        return None
+    return JobTracker(
+        nc,
+        catalog,
+        store,
+        lambda: sampler.snapshot,
+        check_interval_s=settings.track_check_interval_s,
+        reconcile_every_s=settings.reconcile_every_s,
+    )
 
 
 def _key(secret: str) -> bytes:

@@ -54,7 +54,7 @@ async def refusal(
     if nc is not None and nc.is_connected:
         try:
             # the subject the control functions publish their audit records on (jetqueue.control)
-            subject = f"{names.PREFIX}.audit.{entity_type.lower()}"
+            subject = names.audit_subject(entity_type)
             await nc.jetstream().publish(subject, json.dumps(rec).encode(), timeout=PUBLISH_TIMEOUT_S)
             return
         except Exception as exc:

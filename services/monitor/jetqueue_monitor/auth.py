@@ -203,24 +203,35 @@ def require(role: Role) -> Any:
             check_csrf(connection, p)
         except PermissionDeniedException as exc:
             if handler.opt.get("action"):
-                await audit_refused(connection, p, handler.opt["action"], str(exc.detail))
+                await audit_refused(connection, p, handler.opt["action"], str(exc.detail), handler.opt.get("entity"))
             raise
 
     guard.__name__ = f"require_{role.name.lower()}"
     return guard
 
 
-async def audit_refused(connection: ASGIConnection[Any, Any, Any, Any], p: Principal, action: str, why: str) -> None:
-    """Audit a 403 on a control route: its queue (path ``name``) or job (path ``job_id``)."""
+async def audit_refused(
+    connection: ASGIConnection[Any, Any, Any, Any], p: Principal, action: str, why: str, entity: str | None = None
+) -> None:
+    """Audit a 403 on a control route, on its entity: a queue (path ``name``), a job (path ``job_id``),
+    a schedule (``entity`` SCHEDULE: ``<queue>/<name>``), or a kind without an id in the path (bulk
+    actions, incidents: ``*``)."""
     params = connection.path_params
-    entity = ("QUEUE", params["name"]) if "name" in params else ("JOB", str(params.get("job_id", "")))
+    if entity == "SCHEDULE" and "queue" in params:
+        target = ("SCHEDULE", f"{params['queue']}/{params.get('name', '')}")
+    elif entity:
+        target = (entity, "*")
+    elif "name" in params:
+        target = ("QUEUE", params["name"])
+    else:
+        target = ("JOB", str(params.get("job_id", "")))
     await audit.refusal(
         connection.app.state,
         actor=p.name,
         role=p.role_name,
         action=action,
-        entity_type=entity[0],
-        entity_id=entity[1],
+        entity_type=target[0],
+        entity_id=target[1],
         error=why,
         params={"method": connection.scope.get("method", ""), "path": connection.url.path},
     )

@@ -67,12 +67,12 @@ class Ingestor:
 
     async def start(self) -> None:
         sources: list[tuple[str, str, str, Handler, DeliverPolicy]] = [
-            ("events", names.EVENTS_STREAM, f"{names.PREFIX}.events.>", self._on_events, DeliverPolicy.ALL),
-            ("audit", names.EVENTS_STREAM, f"{names.PREFIX}.audit.>", self._on_audit, DeliverPolicy.ALL),
+            ("events", names.EVENTS_STREAM, names.events_all(), self._on_events, DeliverPolicy.ALL),
+            ("audit", names.EVENTS_STREAM, names.audit_all(), self._on_audit, DeliverPolicy.ALL),
             (
                 "heartbeats",
                 names.HEARTBEATS_STREAM,
-                f"{names.PREFIX}.hb.>",
+                names.heartbeats_all(),
                 self._on_heartbeats,
                 DeliverPolicy.LAST_PER_SUBJECT,
             ),

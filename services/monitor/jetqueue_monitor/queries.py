@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, text
+from sqlalchemy import Select, and_, delete, func, select, text
 
 from jetqueue.catalog import Catalog
 from jetqueue_monitor.db.models import (
     DURATION_BUCKETS_MS,
     AuditLog,
+    IncidentAck,
     Job,
     JobAttempt,
     JobStat,
@@ -151,6 +152,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
     for name, ql in snap.queues.items():
         spec = catalog.get(name) if name in catalog else None
         label = spec.display_name if spec else name
+        en = (spec.display_name_en or spec.display_name) if spec else name
         info = ql.info
         live_workers = sum(n for st, n in online.get(name, {}).items() if st != "OFFLINE")
         if info.waiting > 0 and live_workers == 0 and not info.paused:
@@ -160,7 +162,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
                     name,
                     "critical",
                     f"{label}: 대기 작업 {info.waiting}개, 온라인 워커 없음",
-                    f"{name}: {info.waiting} waiting jobs and no online worker",
+                    f"{en}: {info.waiting} waiting jobs and no online worker",
                     {"tab": "workers", "queue": name},
                 )
             )
@@ -176,7 +178,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
                     name,
                     "warning",
                     f"{label}: 대기열 급증 ({old.waiting} → {info.waiting}, 10분)",
-                    f"{name}: backlog surge ({old.waiting} → {info.waiting} in 10 min)",
+                    f"{en}: backlog surge ({old.waiting} → {info.waiting} in 10 min)",
                     {"tab": "queues", "queue": name},
                 )
             )
@@ -191,7 +193,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
                         name,
                         "critical",
                         f"{label}: 실패율 급등 ({ratio:.0%}, 15분)",
-                        f"{name}: failure rate spike ({ratio:.0%} over 15 min)",
+                        f"{en}: failure rate spike ({ratio:.0%} over 15 min)",
                         {"tab": "jobs", "queue": name, "status": "failed"},
                     )
                 )
@@ -202,7 +204,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
                     name,
                     "warning",
                     f"{label}: 재전달된(멈춘) 작업 {info.redelivered}개",
-                    f"{name}: {info.redelivered} redelivered (stalled) job(s)",
+                    f"{en}: {info.redelivered} redelivered (stalled) job(s)",
                     {"tab": "jobs", "queue": name, "status": "active"},
                 )
             )
@@ -214,7 +216,7 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
                     name,
                     "warning",
                     f"{label}: 실패 보관함 증가 ({old15.dlq} → {info.dead_lettered}, 15분)",
-                    f"{name}: dead-letter growth ({old15.dlq} → {info.dead_lettered} in 15 min)",
+                    f"{en}: dead-letter growth ({old15.dlq} → {info.dead_lettered} in 15 min)",
                     {"tab": "jobs", "queue": name, "status": "failed"},
                 )
             )
@@ -222,7 +224,44 @@ async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, cat
 
 
 def _incident(kind: str, queue: str, severity: str, ko: str, en: str, drill: dict[str, str]) -> dict[str, Any]:
-    return {"type": kind, "queue": queue, "severity": severity, "message": {"ko": ko, "en": en}, "drill_down": drill}
+    return {
+        "type": kind,
+        "queue": queue,
+        "severity": severity,
+        "message": {"ko": ko, "en": en},
+        "drill_down": drill,
+        "acknowledged": None,
+        "snoozed_until": None,
+    }
+
+
+async def with_acks(store: Store, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark acknowledged and snoozed incidents; drop the acknowledgements of incidents that cleared.
+
+    An acknowledgement lasts while its incident stays open, a snooze until its
+    time: either ends when the incident clears, so a rule that fires again
+    later is news again.
+    """
+    now = utcnow()
+    async with store.sessions() as s:
+        acks = list((await s.execute(select(IncidentAck))).scalars())
+    if not acks:
+        return current
+    open_ = {(i["type"], i["queue"]): i for i in current}
+    stale = []
+    for a in acks:
+        until = _aware(a.until)
+        i = open_.get((a.type, a.queue))
+        if i is None or (a.kind == "snooze" and until is not None and until <= now):
+            stale.append(a.id)
+        elif a.kind == "ack":
+            i["acknowledged"] = {"by": a.actor, "at": iso(a.created_at), "reason": a.reason}
+        else:
+            i["snoozed_until"] = iso(until)
+    if stale:
+        async with store.sessions.begin() as s:
+            await s.execute(delete(IncidentAck).where(IncidentAck.id.in_(stale)))
+    return current
 
 
 async def overview(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> dict[str, Any]:
@@ -242,7 +281,7 @@ async def overview(store: Store, snap: Snapshot, settings: MonitorSettings, cata
         "success_rate": _rate(day["completed"], day["failed"]),
         "avg_duration_ms": round(day["sum"] / day["count"], 1) if day["count"] else None,
         "p95_duration_ms": percentile(dict(day["hist"]), 0.95),
-        "incidents": await incidents(store, snap, settings, catalog),
+        "incidents": await with_acks(store, await incidents(store, snap, settings, catalog)),
         "sampled_at": snap.at,
     }
 
@@ -282,6 +321,7 @@ async def queues(
                 "paused": bool(info and info.paused),
                 "pause_until": info.pause_until if info else None,
                 "waiting": info.waiting if info else None,
+                "waiting_by_level": info.waiting_by_level if info else None,
                 "active": info.active if info else None,
                 "delayed": info.scheduled if info else None,
                 "failed": info.dead_lettered if info else None,
@@ -302,13 +342,39 @@ async def queues(
     return out
 
 
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
 async def queue_detail(
-    store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog, name: str
+    store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog, name: str, window: str = "1h"
 ) -> dict[str, Any]:
+    """One queue: its row of :func:`queues`, the trend over ``window``, top errors and incidents.
+
+    The last hour's ``trend`` comes from the samples (every few seconds); for 24 hours
+    and 7 days ``history`` has one point per hour from the hourly rollups.
+    """
     catalog.get(name)
-    current = await incidents(store, snap, settings, catalog)
+    current = await with_acks(store, await incidents(store, snap, settings, catalog))
     base = next(q for q in await queues(store, snap, settings, catalog, current=current) if q["name"] == name)
     now = utcnow()
+    base["window"] = window
+    base["trend"] = await _trend(store, name, now) if window == "1h" else []
+    base["history"] = await _history(store, name, now - WINDOWS[window]) if window != "1h" else []
+    async with store.sessions() as s:
+        # grouped by position: PostgreSQL sees bound parameters in the select and the group-by as different
+        errs = await s.execute(
+            select(func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count())
+            .where(Job.queue == name, Job.status == "failed", Job.finished_at >= now - timedelta(hours=24))
+            .group_by(text("1"), text("2"))
+            .order_by(func.count().desc())
+            .limit(5)
+        )
+        base["top_errors"] = [{"type": t, "message": m, "count": n} for t, m, n in errs]
+    base["incidents"] = [i for i in current if i["queue"] == name]
+    return base
+
+
+async def _trend(store: Store, name: str, now: datetime) -> list[dict[str, Any]]:
     async with store.sessions() as s:
         samples = await s.execute(
             select(
@@ -322,21 +388,40 @@ async def queue_detail(
             .where(QueueSample.queue == name, QueueSample.ts >= now - timedelta(hours=1))
             .order_by(QueueSample.ts)
         )
-        base["trend"] = [
+        return [
             {"ts": iso(ts), "waiting": w, "active": a, "delayed": dl, "dlq": dq, "completed_total": ct}
             for ts, w, a, dl, dq, ct in samples
         ]
-        # grouped by position: PostgreSQL sees bound parameters in the select and the group-by as different
-        errs = await s.execute(
-            select(func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count())
-            .where(Job.queue == name, Job.status == "failed", Job.finished_at >= now - timedelta(hours=24))
-            .group_by(text("1"), text("2"))
-            .order_by(func.count().desc())
-            .limit(5)
+
+
+async def _history(store: Store, name: str, since: datetime) -> list[dict[str, Any]]:
+    """One point per hour since ``since`` (the hour it falls in included): finished attempts and durations."""
+    floor = since.replace(minute=0, second=0, microsecond=0)
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(
+                JobStatHourly.hour,
+                JobStatHourly.completed,
+                JobStatHourly.failed,
+                JobStatHourly.retried,
+                JobStatHourly.duration_sum_ms,
+                JobStatHourly.duration_count,
+                JobStatHourly.hist,
+            )
+            .where(JobStatHourly.queue == name, JobStatHourly.hour >= floor)
+            .order_by(JobStatHourly.hour)
         )
-        base["top_errors"] = [{"type": t, "message": m, "count": n} for t, m, n in errs]
-    base["incidents"] = [i for i in current if i["queue"] == name]
-    return base
+        return [
+            {
+                "ts": iso(hour),
+                "completed": completed,
+                "failed": failed,
+                "retried": retried,
+                "avg_duration_ms": round(dsum / dcount, 1) if dcount else None,
+                "p95_duration_ms": percentile(dict(hist or {}), 0.95),
+            }
+            for hour, completed, failed, retried, dsum, dcount, hist in rows
+        ]
 
 
 PAYLOAD_FIELDS = ("data", "result")
@@ -361,6 +446,8 @@ def job_row(j: Job, *, payloads: bool) -> dict[str, Any]:
         "enqueued_at": iso(j.enqueued_at),
         "started_at": iso(j.started_at),
         "finished_at": iso(j.finished_at),
+        "run_at": iso(j.run_at),
+        "level": j.level,
     }
     if payloads:
         d["data"] = j.data
@@ -456,6 +543,9 @@ async def list_audit(
     since: datetime | None,
     before_id: int | None,
     limit: int,
+    queue: str | None = None,
+    until: datetime | None = None,
+    ok: bool | None = None,
 ) -> dict[str, Any]:
     stmt = select(AuditLog)
     if actor:
@@ -464,8 +554,14 @@ async def list_audit(
         stmt = stmt.where(AuditLog.action == action)
     if entity_id:
         stmt = stmt.where(AuditLog.entity_id == entity_id)
+    if queue:
+        stmt = stmt.where(AuditLog.queue == queue)
     if since:
         stmt = stmt.where(AuditLog.created_at >= since)
+    if until:
+        stmt = stmt.where(AuditLog.created_at < until)
+    if ok is not None:
+        stmt = stmt.where(AuditLog.ok.is_(ok))
     if before_id:
         stmt = stmt.where(AuditLog.id < before_id)
     stmt = stmt.order_by(AuditLog.id.desc()).limit(limit + 1)
@@ -488,6 +584,7 @@ async def list_audit(
                 "ok": a.ok,
                 "error": a.error,
                 "source": a.source,
+                "queue": a.queue,
                 "created_at": iso(a.created_at),
             }
             for a in rows

@@ -54,6 +54,19 @@ class MonitorSettings(BaseSettings):
     db_pool_timeout_s: float = Field(default=3.0, gt=0, description="wait for a free pooled connection")
     health_timeout_s: float = Field(default=2.0, gt=0, description="/health gives up on the database after this")
     drain_token_ttl_s: float = Field(default=300.0, gt=0)
-    ingest: bool = Field(default=True, description="consume events/heartbeats (off for read-only replicas)")
+    ingest: bool = Field(
+        default=True, description="consume events/heartbeats and track waiting jobs (off for read-only replicas)"
+    )
+    track_jobs: bool = Field(
+        default=True, description="list jobs from their enqueue (with ingest): follow and reconcile the job subjects"
+    )
+    track_check_interval_s: float = Field(
+        default=5.0, gt=0, description="how often the job tracker settles due delays and checks the store's counts"
+    )
+    reconcile_every_s: float = Field(
+        default=60.0, gt=0, description="least time between two reconciles of a queue whose store counts drifted"
+    )
+    bulk_rate_per_s: float = Field(default=200.0, gt=0, description="jobs a bulk action touches per second, at most")
+    bulk_max_jobs: int = Field(default=100_000, ge=1, description="the most jobs one bulk action may touch")
     log_level: str = "INFO"
     common: CommonSettings = Field(default_factory=CommonSettings)

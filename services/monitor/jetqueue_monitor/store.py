@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Select, and_, case, delete, func, insert, literal, select, tuple_, union, update
+from sqlalchemy import (
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    union,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,6 +33,7 @@ from jetqueue.events import Heartbeat
 from jetqueue_monitor.db.models import (
     DURATION_BUCKETS_MS,
     AuditLog,
+    IncidentAck,
     IngestOffset,
     Job,
     JobAttempt,
@@ -28,6 +45,7 @@ from jetqueue_monitor.db.models import (
 )
 
 TERMINAL = {"completed", "failed", "cancelled"}
+UNSETTLED = ("waiting", "scheduled")  # known from their message alone: no worker has taken them yet
 STATS_HOURLY_KEEP_DAYS = 90
 # lifecycle record type -> job status
 STATUS_OF = {
@@ -85,6 +103,9 @@ class Store:
         # hourly rollups by load_finished_totals, then counted up by ingest after each commit. The
         # sampler stores them in queue_samples, where the UI derives throughput from their increase.
         self.finished_totals: dict[str, dict[str, int]] = {}
+        # One writer of job rows at a time: the tracker's enqueue rows and ingest's records of the same
+        # job would otherwise race to insert it (and one transaction would fail on the primary key).
+        self.job_writes = asyncio.Lock()
 
     async def load_finished_totals(self) -> None:
         """Seed ``finished_totals`` from the hourly rollups (once, at start)."""
@@ -119,7 +140,7 @@ class Store:
         skipped; a failed transaction applies nothing and the message comes
         back. Returns the number of records applied.
         """
-        async with self.sessions.begin() as s:
+        async with self.job_writes, self.sessions.begin() as s:
             off = await s.get(IngestOffset, source, with_for_update=True)
             if off is None:
                 off = IngestOffset(source=source, seq=0, updated_at=utcnow())
@@ -137,7 +158,7 @@ class Store:
 
     async def apply_records(self, records: Sequence[dict[str, Any]]) -> int:
         """Fold records into jobs, attempts and rollups without an offset (tests, backfills)."""
-        async with self.sessions.begin() as s:
+        async with self.job_writes, self.sessions.begin() as s:
             n = await self._fold_records(s, records)
             totals = await self._rollup(s, records)
         self._count_finished(totals)
@@ -289,6 +310,7 @@ class Store:
         if r.get("artifacts"):
             job.artifacts = r["artifacts"]
         if kind == "started":
+            job.run_at = None
             job.started_at = ms_to_dt(ts)
             job.progress = job.progress if attempt == job.attempts_made and job.progress else None
             job.finished_at = None
@@ -335,6 +357,156 @@ class Store:
                 if set_
                 else stmt.on_conflict_do_nothing(index_elements=key)
             )
+            await s.execute(stmt)
+
+    # ------------------------------------------------------------ jobs before any worker took them
+    async def apply_enqueued(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert jobs seen as messages (waiting, or delayed with ``run_at``); see :mod:`jetqueue_monitor.tracker`.
+
+        A row's ``last_event_ms`` is the job's ``enqueued_at``, so a job a worker
+        has taken (its records are newer) stays as it is; a newer message under a
+        known id (the id used again after its job ended) starts the job afresh,
+        and the same message moved from its delay to its level (run now) makes
+        a delayed job waiting.
+        """
+        if not rows:
+            return
+        # Core, not ORM: an executemany of one multi-row statement per batch, no objects per job
+        stmt = self._insert(Job.__table__)
+        fresh = {c: stmt.excluded[c] for c in _ENQUEUED_COLUMNS}
+        fresh.update({c: None for c in _RUN_COLUMNS})
+        fresh.update(attempts_made=0, stalls=0)
+        newer = stmt.excluded.last_event_ms > Job.last_event_ms
+        # literal values: an executemany takes no expanding IN parameter
+        unsettled = text("jobs.status IN ('waiting', 'scheduled')")
+        moved = and_(stmt.excluded.last_event_ms == Job.last_event_ms, unsettled)
+        stmt = stmt.on_conflict_do_update(index_elements=["job_id"], set_=fresh, where=newer | moved)
+        # a new row leaves the run columns NULL (no JSON to encode per job for result and artifacts)
+        async with self.job_writes, self.sessions.begin() as s:
+            await s.execute(stmt, [r | {"attempts_made": 0, "stalls": 0} for r in rows])
+
+    async def set_run_at(self, due: Sequence[tuple[str, datetime]]) -> None:
+        """When the retries that just went back to their delay are due (their records carry no time)."""
+        if due:
+            jobs = Job.__table__
+            stmt = (
+                update(jobs)  # type: ignore[arg-type]
+                .where(jobs.c.job_id == bindparam("id"))
+                .values(run_at=bindparam("due"))
+            )
+            async with self.job_writes, self.sessions.begin() as s:
+                await s.execute(stmt, [{"id": i, "due": at} for i, at in due])
+
+    async def job_queue(self, job_id: str) -> str | None:
+        """The queue of a job the store knows."""
+        async with self.sessions() as s:
+            return (await s.execute(select(Job.queue).where(Job.job_id == job_id))).scalar_one_or_none()
+
+    async def unsettled(self, queue: str) -> dict[str, tuple[str, int]]:
+        """``{job_id: (status, last_event_ms)}`` of a queue's waiting and delayed jobs."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Job.job_id, Job.status, Job.last_event_ms).where(Job.queue == queue, Job.status.in_(UNSETTLED))
+            )
+            return {j: (st, int(ms)) for j, st, ms in rows}
+
+    async def unsettled_counts(self) -> dict[tuple[str, str], int]:
+        """``{(queue, status): n}`` of the waiting and delayed jobs."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Job.queue, Job.status, func.count())
+                .where(Job.status.in_(UNSETTLED))
+                .group_by(Job.queue, Job.status)
+            )
+            return {(q, st): int(n) for q, st, n in rows}
+
+    async def due(self, before: datetime, limit: int) -> list[tuple[str, str, int]]:
+        """``(job_id, queue, last_event_ms)`` of delayed jobs due before ``before``: their time came."""
+        async with self.sessions() as s:
+            rows = await s.execute(
+                select(Job.job_id, Job.queue, Job.last_event_ms)
+                .where(Job.status == "scheduled", Job.run_at <= before)
+                .order_by(Job.run_at)
+                .limit(limit)
+            )
+            return [(j, q, int(ms)) for j, q, ms in rows]
+
+    async def mark_waiting(self, job_id: str, *, seen_ms: int | None = None) -> bool:
+        """A delayed job is now waiting (its time came, or it was told to run now).
+
+        With ``seen_ms`` only if the row still is what the caller saw (nothing newer arrived meanwhile).
+        """
+        cond = [Job.job_id == job_id, Job.status == "scheduled"]
+        if seen_ms is not None:
+            cond.append(Job.last_event_ms == seen_ms)
+        async with self.sessions.begin() as s:
+            res = await s.execute(update(Job).where(*cond).values(status="waiting", run_at=None))
+        return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    async def mark_requeued(self, job_id: str, ts_ms: int) -> None:
+        """A dead-lettered job is waiting again (its message was requeued)."""
+        async with self.sessions.begin() as s:
+            await s.execute(
+                update(Job)
+                .where(Job.job_id == job_id, Job.last_event_ms <= ts_ms)
+                .values(status="waiting", finished_at=None, expires_at=None, run_at=None, last_event_ms=ts_ms)
+            )
+
+    async def mark_cancelled(self, job_id: str, *, error: str | None, ts_ms: int, seen_ms: int | None = None) -> bool:
+        """A job removed before it ran, as cancelled (kept for the queue's failed retention)."""
+        cond = [Job.job_id == job_id, Job.status.in_(UNSETTLED)]
+        if seen_ms is not None:
+            cond.append(Job.last_event_ms == seen_ms)
+        async with self.sessions.begin() as s:
+            queue = (await s.execute(select(Job.queue).where(*cond))).scalar_one_or_none()
+            if queue is None:
+                return False
+            spec = self.catalog.get(queue) if queue in self.catalog else None
+            keep = spec.failed_retention_s if spec else 7 * 86400
+            await s.execute(
+                update(Job)
+                .where(*cond)
+                .values(
+                    status="cancelled",
+                    error=error,
+                    run_at=None,
+                    finished_at=ms_to_dt(ts_ms),
+                    expires_at=ms_to_dt(ts_ms + keep * 1000),
+                    last_event_ms=max(ts_ms, seen_ms or 0),
+                )
+            )
+        return True
+
+    async def forget(self, job_ids: Sequence[str], *, unsettled_since: dict[str, int] | None = None) -> int:
+        """Delete job records and their attempts (a job deleted or drained: it will never run).
+
+        With ``unsettled_since`` (``{job_id: last_event_ms}``) only jobs still waiting or delayed as
+        the caller saw them.
+        """
+        removed = 0
+        async with self.sessions.begin() as s:
+            for i in range(0, len(job_ids), 500):
+                ids = list(job_ids[i : i + 500])
+                if unsettled_since is not None:
+                    rows = await s.execute(
+                        select(Job.job_id, Job.last_event_ms).where(Job.job_id.in_(ids), Job.status.in_(UNSETTLED))
+                    )
+                    ids = [j for j, ms in rows if unsettled_since.get(j) == ms]
+                if ids:
+                    await s.execute(delete(JobAttempt).where(JobAttempt.job_id.in_(ids)))
+                    removed += (await s.execute(delete(Job).where(Job.job_id.in_(ids)))).rowcount  # type: ignore[attr-defined]
+        return removed
+
+    async def save_incident_ack(
+        self, kind: str, queue: str, how: str, *, actor: str, reason: str | None, until: datetime | None = None
+    ) -> None:
+        """Acknowledge (``how`` ack) or snooze an incident of rule ``kind`` on ``queue``; replaces an earlier one."""
+        values = {"type": kind, "queue": queue, "kind": how, "until": until, "actor": actor[:200], "reason": reason}
+        stmt = self._insert(IncidentAck).values(**values, created_at=utcnow())
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["type", "queue"], set_={**values, "created_at": stmt.excluded.created_at}
+        )
+        async with self.sessions.begin() as s:
             await s.execute(stmt)
 
     async def upsert_heartbeat(self, hb: Heartbeat) -> None:
@@ -388,6 +560,7 @@ class Store:
             "error": rec.get("error"),
             "source": str(rec.get("source", "api")),
             "created_at": ms_to_dt(rec.get("ts")) or utcnow(),
+            "queue": audit_queue(rec),
         }
         stmt = self._insert(AuditLog).values(**values)
         if source_seq is not None:
@@ -494,6 +667,20 @@ class Store:
         return len(ids)
 
 
+def audit_queue(rec: dict[str, Any]) -> str | None:
+    """The queue an audit record is about: a queue or bulk action's entity, the first part of a schedule's or
+    an incident's (``<queue>/<name>``), else the queue its result or parameters name (a job's)."""
+    kind, entity = str(rec.get("entity_type", "")), str(rec.get("entity_id", ""))
+    if kind in ("QUEUE", "JOBS"):
+        return entity[:100] if entity != "*" else None
+    if kind in ("SCHEDULE", "INCIDENT"):
+        return entity.split("/", 1)[0][:100] or None
+    for part in (rec.get("result"), rec.get("params")):
+        if isinstance(part, dict) and isinstance(part.get("queue"), str):
+            return str(part["queue"])[:100]
+    return None
+
+
 async def _finished_filter(queue: str, status: str, older_than_s: float) -> Any:
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     return and_(Job.queue == queue, Job.status == status, Job.finished_at <= cutoff)
@@ -509,6 +696,16 @@ def _attempt_row(
     )
 
 
+# What a job message tells (the tracker's rows); the rest is what its runs tell, reset for a new job.
+_ENQUEUED_COLUMNS = (
+    "queue", "name", "status", "user_id", "data", "max_attempts", "enqueued_at", "created_at", "last_event_ms",
+    "run_at", "level",
+)  # fmt: skip
+_RUN_COLUMNS = (
+    "error", "error_type", "result", "progress", "worker_id", "duration_ms", "started_at", "finished_at",
+    "expires_at", "artifacts",
+)  # fmt: skip
+
 _ORDER = {"started": 0, "stalled": 0, "progress": 1, "retrying": 2, "completed": 3, "failed": 3, "cancelled": 3}
 
 
@@ -517,6 +714,9 @@ _ORDER = {"started": 0, "stalled": 0, "progress": 1, "retrying": 2, "completed":
 class JobFilter:
     queue: str | None = None
     status: str | None = None
+    statuses: tuple[str, ...] | None = None  # any of these (a bulk action's applicable states)
+    ids: tuple[str, ...] | None = None  # only these jobs (a bulk action's selection)
+    level: int | None = None
     name: str | None = None
     user_id: str | None = None
     since: datetime | None = None
@@ -544,6 +744,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return EPOCH + timedelta(microseconds=int(m.group(1))), m.group(2)
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def id_prefix(prefix: str, dialect: str) -> list[Any]:
+    """Conditions for job ids starting with ``prefix`` (case-sensitive), served by an index on PostgreSQL."""
+    if dialect != "postgresql":
+        # job ids are case-sensitive: SQLite's LIKE is not, so there the prefix is compared as a substring
+        return [func.substr(Job.job_id, 1, len(prefix)) == prefix]
+    # the prefix as an explicit byte-order range on the pattern-ops index: the planner derives it
+    # from LIKE for a constant, not for a bound parameter; LIKE stays as the exact check
+    hi = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+    return [
+        Job.job_id.op("~>=~")(prefix),
+        Job.job_id.op("~<~")(hi),
+        Job.job_id.like(f"{_escape_like(prefix)}%", escape="\\"),
+    ]
+
+
 def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "sqlite") -> Select[Any]:
     """Jobs matching ``f``, newest first, ``limit + 1`` rows after ``cursor``.
 
@@ -561,6 +780,12 @@ def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "s
         conds.append(Job.queue == f.queue)
     if f.status:
         conds.append(Job.status == f.status)
+    if f.statuses is not None:
+        conds.append(Job.status.in_(f.statuses))
+    if f.ids is not None:
+        conds.append(Job.job_id.in_(f.ids))
+    if f.level is not None:
+        conds.append(Job.level == f.level)
     if f.name:
         conds.append(Job.name == f.name)
     if f.user_id:
@@ -576,19 +801,8 @@ def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "s
     order = (Job.created_at.desc(), Job.job_id.desc())
     if not f.q:
         return select(Job).where(*conds).order_by(*order).limit(limit + 1)
-    needle = f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    # job ids are case-sensitive: SQLite's LIKE is not, so there the prefix is compared as a substring
-    id_conds = [func.substr(Job.job_id, 1, len(f.q)) == f.q]
-    if dialect == "postgresql":
-        # the prefix as an explicit byte-order range on the pattern-ops index: the planner derives it
-        # from LIKE for a constant, not for a bound parameter; LIKE stays as the exact check
-        hi = f.q[:-1] + chr(min(ord(f.q[-1]) + 1, 0x10FFFF))
-        id_conds = [
-            Job.job_id.op("~>=~")(f.q),
-            Job.job_id.op("~<~")(hi),
-            Job.job_id.like(f"{needle}%", escape="\\"),
-        ]
-    by_id = select(Job.job_id, Job.created_at).where(*conds, *id_conds).order_by(*order).limit(limit + 1)
+    needle = _escape_like(f.q)
+    by_id = select(Job.job_id, Job.created_at).where(*conds, *id_prefix(f.q, dialect)).order_by(*order).limit(limit + 1)
     by_error = (
         select(Job.job_id, Job.created_at)
         .where(*conds, Job.error.is_not(None), Job.error.ilike(f"%{needle}%", escape="\\"))

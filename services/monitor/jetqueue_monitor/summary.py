@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from jetqueue.catalog import Catalog
@@ -55,10 +56,21 @@ def summarize(job: dict[str, Any], catalog: Catalog) -> dict[str, str]:
                 "ko": f"{what_ko}이 {attempts}/{max_attempts}번 시도 후 실패했습니다: {cause_ko}. (오류: {short})",
                 "en": f"{what_en} failed after {attempts} of {max_attempts} attempts: {cause_en}. (error: {short})",
             }
+        at = _when(job.get("run_at"))
         return {
-            "ko": f"{what_ko}의 {attempts}번째 시도가 실패해 재시도를 기다리는 중입니다: {cause_ko}.",
-            "en": f"{what_en} failed attempt {attempts} and is waiting to retry: {cause_en}.",
+            "ko": f"{what_ko}의 {attempts}번째 시도가 실패해 재시도를 기다리는 중입니다: {cause_ko}."
+            + (f" 다음 시도: {at}." if at else ""),
+            "en": f"{what_en} failed attempt {attempts} and is waiting to retry: {cause_en}."
+            + (f" Next attempt at {at}." if at else ""),
         }
+    if status == "scheduled":
+        at = _when(job.get("run_at"))
+        if at:
+            return {
+                "ko": f"{what_ko}이 {at}에 실행되도록 예약되어 있습니다.",
+                "en": f"{what_en} is scheduled to run at {at}.",
+            }
+        return {"ko": f"{what_ko}이 실행 시각을 기다리고 있습니다.", "en": f"{what_en} is delayed until its run time."}
     if status == "cancelled":
         return {"ko": f"{what_ko}이 취소되었습니다.", "en": f"{what_en} was cancelled."}
     if status == "active":
@@ -66,4 +78,21 @@ def summarize(job: dict[str, Any], catalog: Catalog) -> dict[str, str]:
             "ko": f"{what_ko}이 실행 중입니다 ({attempts}번째 시도).",
             "en": f"{what_en} is running (attempt {attempts}).",
         }
-    return {"ko": f"{what_ko}이 대기 중입니다.", "en": f"{what_en} is waiting to run."}
+    level = job.get("level")
+    if level is None:
+        return {"ko": f"{what_ko}이 대기 중입니다.", "en": f"{what_en} is waiting to run."}
+    return {
+        "ko": f"{what_ko}이 워커를 기다리고 있습니다 (우선순위 레벨 {level}).",
+        "en": f"{what_en} is waiting for a worker (priority level {level}).",
+    }
+
+
+def _when(stamp: Any) -> str | None:
+    """An ISO time as the summaries say it: to the minute, in UTC (the page shows local times next to it)."""
+    if not stamp:
+        return None
+    try:
+        at = datetime.fromisoformat(str(stamp)).astimezone(UTC)
+    except ValueError:
+        return None
+    return at.strftime("%Y-%m-%d %H:%M UTC")

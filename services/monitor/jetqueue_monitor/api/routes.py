@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -19,16 +16,29 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException, Va
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from jetqueue import artifacts
-from jetqueue.control import Controller as Control
 from jetqueue.control import queue_info
-from jetqueue.errors import JobNotFound, NatsUnavailable, UnknownQueue
+from jetqueue.errors import JobNotFound, UnknownQueue
+from jetqueue.job import now_ms
 from jetqueue_monitor import queries
+from jetqueue_monitor.api.common import (
+    Reason,
+    ReasonIn,
+    control,
+    iso_ms,
+    known_queue,
+    payloads,
+    principal,
+    quietly,
+    rfc3339,
+    sign,
+    time_param,
+    verify,
+)
 from jetqueue_monitor.api.spec import (
     DB_UNAVAILABLE,
-    NO_NUL,
     RETRY_AFTER_S,
     SECURITY,
     ArtifactName,
@@ -40,35 +50,21 @@ from jetqueue_monitor.api.spec import (
     Text200,
     Timestamp,
     errors,
-    parse_timestamp,
-    utf8,
 )
-from jetqueue_monitor.auth import Principal, Role, admin, audit_refused, operator, principal_of, viewer
+from jetqueue_monitor.auth import admin, audit_refused, operator, viewer
 from jetqueue_monitor.db.engine import is_unavailable
 from jetqueue_monitor.store import CURSOR_PATTERN, JobFilter, decode_cursor
 from jetqueue_monitor.summary import summarize
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="at most this many items")]
 Cursor = Annotated[str | None, QueryParameter(pattern=CURSOR_PATTERN, description="the next_cursor of the page before")]
-# A reason lands in the audit log; bounded, and without NUL (PostgreSQL text cannot hold it).
-Reason = Annotated[str | None, Field(max_length=500, pattern=NO_NUL), AfterValidator(utf8)]
-
-
-def _rfc3339(value: Any) -> Any:
-    """Bodies are read strictly, which takes no string for a datetime: an RFC 3339 one is parsed here."""
-    return parse_timestamp(value) if isinstance(value, str) else value
 
 
 class PauseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    until: Annotated[datetime | None, BeforeValidator(_rfc3339)] = Field(
+    until: Annotated[datetime | None, BeforeValidator(rfc3339)] = Field(
         default=None, description="auto-resume time (RFC 3339 with a time zone), in the future"
     )
-    reason: Reason = None
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
     reason: Reason = None
 
 
@@ -89,54 +85,13 @@ class CleanIn(DangerIn):
     older_than_s: float = Field(default=0, ge=0, le=10 * 365 * 86400, description="only records older than this")
 
 
-def _principal(request: Request[Any, Any, Any]) -> Principal:
-    return principal_of(request)
-
-
-def _payloads(request: Request[Any, Any, Any]) -> bool:
-    p = _principal(request)
-    return p.role >= Role.OPERATOR or request.app.state.settings.viewer_sees_payloads
-
-
-def _control(state: State) -> Control:
-    ctl: Control | None = state.get("control")
-    if ctl is None:
-        raise NatsUnavailable("not connected to NATS")
-    return ctl
-
-
-def _time(value: str | None) -> datetime | None:
-    try:
-        return parse_timestamp(value) if value is not None else None
-    except ValueError as exc:
-        raise ValidationException(str(exc)) from exc
-
-
-def _sign(state: State, payload: dict[str, Any]) -> str:
-    raw = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
-    sig = hmac.new(state.settings.session_secret.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{raw}.{sig}"
-
-
-def _verify(state: State, token: str) -> dict[str, Any]:
-    raw, _, sig = token.partition(".")
-    good = hmac.new(state.settings.session_secret.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
-    # bytes: compare_digest refuses str with non-ASCII characters, and a token is caller input
-    if not sig or not hmac.compare_digest(sig.encode(), good.encode()):
-        raise PermissionDeniedException("confirmation token is invalid")
-    payload: dict[str, Any] = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    if payload.get("exp", 0) < time.time():
-        raise PermissionDeniedException("confirmation token expired: start again")
-    return payload
-
-
 async def _danger(
     request: Request[Any, Any, Any], state: State, action: str, word: str, queue: str, body: DangerIn, affected: int
 ) -> dict[str, Any] | None:
     """Two-step confirmation; returns the first step's answer, or None when the action may run."""
-    p = _principal(request)
+    p = principal(request)
     if not body.token:
-        token = _sign(
+        token = sign(
             state,
             {
                 "a": action,
@@ -161,7 +116,7 @@ async def _danger(
             },
         }
     try:
-        claims = _verify(state, body.token)
+        claims = verify(state, body.token)
         if claims.get("a") != action or claims.get("q") != queue or claims.get("u") != p.name:
             raise PermissionDeniedException("confirmation token was issued for another action, queue or user")
     except PermissionDeniedException as exc:
@@ -207,8 +162,18 @@ class MonitorController(Controller):
         summary="One queue: trend, top errors, incidents",
         responses=errors(401, 404, 503),
     )
-    async def queue(self, name: QueueName, state: State) -> dict[str, Any]:
-        return await queries.queue_detail(state.store, state.sampler.snapshot, state.settings, state.catalog, name)
+    async def queue(
+        self,
+        name: QueueName,
+        state: State,
+        window: Annotated[
+            Literal["1h", "24h", "7d"],
+            QueryParameter(description="1h: `trend` from the samples; 24h, 7d: `history`, one point per hour"),
+        ] = "1h",
+    ) -> dict[str, Any]:
+        return await queries.queue_detail(
+            state.store, state.sampler.snapshot, state.settings, state.catalog, name, window
+        )
 
     @post(
         "/queues/{name:str}/pause",
@@ -221,8 +186,8 @@ class MonitorController(Controller):
     async def pause(
         self, name: QueueName, data: JSONBody[PauseIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
-        p = _principal(request)
-        res = await _control(state).pause(name, actor=p.name, role=p.role_name, until=data.until, reason=data.reason)
+        p = principal(request)
+        res = await control(state).pause(name, actor=p.name, role=p.role_name, until=data.until, reason=data.reason)
         await state.sampler.sample_once(persist=False)
         return res
 
@@ -237,8 +202,8 @@ class MonitorController(Controller):
     async def resume(
         self, name: QueueName, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
-        p = _principal(request)
-        res = await _control(state).resume(name, actor=p.name, role=p.role_name, reason=data.reason)
+        p = principal(request)
+        res = await control(state).resume(name, actor=p.name, role=p.role_name, reason=data.reason)
         await state.sampler.sample_once(persist=False)
         return res
 
@@ -253,8 +218,8 @@ class MonitorController(Controller):
     async def retry_failed(
         self, name: QueueName, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
-        p = _principal(request)
-        return await _control(state).retry_failed(name, actor=p.name, role=p.role_name, reason=data.reason)
+        p = principal(request)
+        return await control(state).retry_failed(name, actor=p.name, role=p.role_name, reason=data.reason)
 
     @delete(
         "/queues/{name:str}/drain",
@@ -268,13 +233,13 @@ class MonitorController(Controller):
         self, name: QueueName, data: JSONBody[DangerIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         spec = state.catalog.get(name)
-        info = await queue_info(_control(state).js, spec)
+        info = await queue_info(control(state).js, spec)
         affected = info.waiting + (info.scheduled if data.include_delayed else 0)
         first = await _danger(request, state, "drain", "DRAIN", name, data, affected)
         if first is not None:
             return first
-        p = _principal(request)
-        res = await _control(state).drain(
+        p = principal(request)
+        res = await control(state).drain(
             name, actor=p.name, role=p.role_name, reason=data.reason, include_delayed=data.include_delayed
         )
         await state.sampler.sample_once(persist=False)
@@ -292,18 +257,18 @@ class MonitorController(Controller):
         self, name: QueueName, data: JSONBody[CleanIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
         spec = state.catalog.get(name)
-        p = _principal(request)
+        p = principal(request)
         # Both kinds delete job records too: with the database down, answer 503 before touching anything.
         await state.store.ping()
         if data.state == "failed":
-            affected = (await queue_info(_control(state).js, spec)).dead_lettered
+            affected = (await queue_info(control(state).js, spec)).dead_lettered
         else:
             affected = await state.store.count_finished(name, "completed", data.older_than_s)
         first = await _danger(request, state, f"clean-{data.state}", "CLEAN", name, data, affected)
         if first is not None:
             return first
         if data.state == "failed":
-            res = await _control(state).clean(
+            res = await control(state).clean(
                 name, actor=p.name, role=p.role_name, reason=data.reason, older_than_s=data.older_than_s
             )
             res["records_removed"] = await state.store.delete_finished(name, "failed", data.older_than_s)
@@ -343,6 +308,9 @@ class MonitorController(Controller):
         since: Timestamp = None,
         until: Timestamp = None,
         q: Text200 = None,
+        level: Annotated[
+            int | None, QueryParameter(gt=-1, le=9, description="priority level (0: most urgent)")
+        ] = None,  # gt=-1: Litestar leaves a minimum of 0 out of the document
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
@@ -354,9 +322,16 @@ class MonitorController(Controller):
             except ValueError as exc:
                 raise ValidationException("invalid cursor") from exc
         f = JobFilter(
-            queue=queue, status=status, name=name, user_id=user_id, since=_time(since), until=_time(until), q=q or None
+            queue=queue,
+            status=status,
+            name=name,
+            user_id=user_id,
+            since=time_param(since),
+            until=time_param(until),
+            q=q or None,
+            level=level,
         )
-        return await queries.list_jobs(state.store, f, cursor, limit, payloads=_payloads(request))
+        return await queries.list_jobs(state.store, f, cursor, limit, payloads=payloads(request))
 
     @get(
         "/jobs/{job_id:str}",
@@ -365,11 +340,11 @@ class MonitorController(Controller):
         responses=errors(401, 404, 503),
     )
     async def job(self, job_id: JobId, request: Request[Any, Any, Any], state: State) -> dict[str, Any]:
-        d = await queries.job_detail(state.store, job_id, payloads=_payloads(request))
+        d = await queries.job_detail(state.store, job_id, payloads=payloads(request))
         if d is None:
             # not started yet (or expired from the store): ask JetStream
             try:
-                st = await _control(state).client.status(job_id)
+                st = await control(state).client.status(job_id)
             except JobNotFound as exc:
                 raise NotFoundException(f"job {job_id!r} not found") from exc
             live = st.to_dict()
@@ -384,8 +359,11 @@ class MonitorController(Controller):
                 "attempts": [],
                 "user_id": st.user_id,
                 "progress": st.progress,
+                "created_at": iso_ms(st.enqueued_at),
+                "enqueued_at": iso_ms(st.enqueued_at),
+                "run_at": iso_ms(st.run_at),
             }
-            if _payloads(request):
+            if payloads(request):
                 d["data"] = live.get("data")
                 d["result"] = live.get("result")
         d["summary"] = summarize(d, state.catalog)
@@ -400,9 +378,9 @@ class MonitorController(Controller):
     async def artifact(
         self, job_id: JobId, name: ArtifactName, request: Request[Any, Any, Any], state: State
     ) -> Response[bytes]:
-        if not _payloads(request):
+        if not payloads(request):
             raise PermissionDeniedException("your role may not see job payloads or files")
-        found = await artifacts.get(_control(state).js, job_id, name)
+        found = await artifacts.get(control(state).js, job_id, name)
         if found is None:
             raise NotFoundException(f"job {job_id!r} has no file {name!r}")
         data, content_type = found
@@ -426,8 +404,10 @@ class MonitorController(Controller):
     async def retry_job(
         self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
-        p = _principal(request)
-        return await _control(state).retry_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+        p = principal(request)
+        res = await control(state).retry_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+        await quietly(state.store.mark_requeued(job_id, now_ms()))
+        return res
 
     @post(
         "/jobs/{job_id:str}/cancel",
@@ -440,8 +420,50 @@ class MonitorController(Controller):
     async def cancel_job(
         self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
     ) -> dict[str, Any]:
-        p = _principal(request)
-        return await _control(state).cancel_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+        p = principal(request)
+        res = await control(state).cancel_job(job_id, actor=p.name, role=p.role_name, reason=data.reason)
+        if res["state"] == "cancelled":  # it had not started: no worker will say so
+            await quietly(
+                state.store.mark_cancelled(job_id, error=data.reason or f"cancelled by {p.name}", ts_ms=now_ms())
+            )
+        return res
+
+    @post(
+        "/jobs/{job_id:str}/promote",
+        guards=[operator],
+        status_code=200,
+        summary="Run a delayed job (or a retry waiting for its backoff) now",
+        responses=errors(401, 403, 404, 409, 503),
+        opt={"action": "JOB_PROMOTE"},
+    )
+    async def promote_job(
+        self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = principal(request)
+        queue = await known_queue(state, job_id)
+        res = await control(state).promote_job(job_id, actor=p.name, role=p.role_name, queue=queue, reason=data.reason)
+        await quietly(state.store.mark_waiting(job_id))
+        return res
+
+    @post(
+        "/jobs/{job_id:str}/delete",
+        guards=[admin],
+        status_code=200,
+        summary="Delete a job that is not running: its message (delayed, waiting or dead-lettered) and its record",
+        description="A running job is a 409: cancel it first. A job that ended keeps no message: its record goes.",
+        responses=errors(401, 403, 404, 409, 503),
+        opt={"action": "JOB_DELETE"},
+    )
+    async def delete_job(
+        self, job_id: JobId, data: JSONBody[ReasonIn], request: Request[Any, Any, Any], state: State
+    ) -> dict[str, Any]:
+        p = principal(request)
+        queue = await known_queue(state, job_id)
+        res = await control(state).delete_job(
+            job_id, actor=p.name, role=p.role_name, queue=queue, missing_ok=queue is not None, reason=data.reason
+        )
+        res["records_removed"] = await quietly(state.store.forget([job_id]))
+        return res
 
     @get("/workers", guards=[viewer], summary="Workers and their last heartbeat", responses=errors(401, 503))
     async def workers(self, state: State) -> list[dict[str, Any]]:
@@ -455,6 +477,9 @@ class MonitorController(Controller):
         action: Text40 = None,
         entity_id: Text200 = None,
         since: Timestamp = None,
+        until: Timestamp = None,
+        queue: OptionalQueueName = None,
+        ok: Annotated[bool | None, QueryParameter(description="false: refused and failed actions only")] = None,
         before_id: Annotated[int | None, QueryParameter(ge=1, le=2**63 - 1)] = None,
         limit: Limit = 50,
     ) -> dict[str, Any]:
@@ -463,7 +488,10 @@ class MonitorController(Controller):
             actor=actor,
             action=action,
             entity_id=entity_id,
-            since=_time(since),
+            since=time_param(since),
+            until=time_param(until),
+            queue=queue,
+            ok=ok,
             before_id=before_id,
             limit=limit,
         )

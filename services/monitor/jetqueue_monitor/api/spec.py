@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, Example, OpenAPI, Schema, SecurityScheme
+from litestar.openapi.spec import Components, Example, OpenAPI, OpenAPIType, Schema, SecurityScheme
 from litestar.params import PathParameter, QueryParameter
 from pydantic import BaseModel
 
@@ -128,9 +128,29 @@ def complete_bodies(document: OpenAPI, models: Iterable[type[BaseModel]]) -> Non
             schema.additional_properties = False
         own = model.model_json_schema()["properties"]
         for name, prop in (schema.properties or {}).items():
+            if not isinstance(prop, Schema):
+                continue
             pattern = _pattern(own.get(name, {}))
-            if pattern is not None and isinstance(prop, Schema):
+            if pattern is not None:
                 prop.pattern = pattern
+            _array(prop, own.get(name, {}))
+
+
+def _array(prop: Schema, own: dict[str, Any]) -> None:
+    """A list property as pydantic bounds it: its items' pattern and length, and ``minItems``/``maxItems``
+    (Litestar puts a list's length bounds on the property as string lengths, and leaves the items bare)."""
+    branches = [own, *own.get("anyOf", [])]
+    arr = next((b for b in branches if b.get("type") == "array"), None)
+    targets = [prop, *(prop.one_of or [])]
+    target = next((t for t in targets if isinstance(t, Schema) and t.type == OpenAPIType.ARRAY), None)
+    if arr is None or target is None:
+        return
+    prop.min_length = prop.max_length = None
+    target.min_items, target.max_items = arr.get("minItems"), arr.get("maxItems")
+    items = arr.get("items", {})
+    if isinstance(target.items, Schema):
+        target.items.pattern = items.get("pattern")
+        target.items.max_length = items.get("maxLength")
 
 
 def _pattern(schema: dict[str, Any]) -> str | None:

@@ -12,6 +12,8 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from jetqueue import codec
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -37,7 +39,7 @@ def make_engine(
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, json_serializer=_json)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -55,12 +57,18 @@ def make_engine(
     return create_async_engine(
         url,
         echo=echo,
+        json_serializer=_json,
         pool_size=10,
         max_overflow=10,
         pool_pre_ping=True,
         pool_timeout=pool_timeout_s if pool_timeout_s is not None else 30.0,
         connect_args=connect_args,
     )
+
+
+def _json(value: object) -> str:
+    """JSON columns through msgspec: every job row carries its data (several times faster than the stdlib)."""
+    return codec.encode(value).decode()
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -68,6 +68,10 @@ class AuditLog(Base):
     error: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(40), default="api")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # the queue the action touched (its entity, or the queue of its job or schedule), for the audit view's filter
+    queue: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (Index("ix_audit_logs_queue_id", "queue", "id"),)
 
 
 class Job(Base):
@@ -97,6 +101,8 @@ class Job(Base):
     last_event_ms: Mapped[int] = mapped_column(BigInteger, default=0)  # orders out-of-order records
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     artifacts: Mapped[Any] = mapped_column(JSONType, nullable=True)  # [{name, content_type, size}]
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # scheduled: when it is due
+    level: Mapped[int | None] = mapped_column(Integer)  # priority level of its subject (0: most urgent)
 
     __table_args__ = (
         Index("ix_jobs_created", "created_at", "job_id"),
@@ -113,6 +119,13 @@ class Job(Base):
             "job_id",
             postgresql_where=text("error IS NOT NULL"),
             sqlite_where=text("error IS NOT NULL"),
+        ),
+        # delayed jobs by due time: the tracker finds the ones whose time came (migration 0006)
+        Index(
+            "ix_jobs_scheduled_run_at",
+            "run_at",
+            postgresql_where=text("status = 'scheduled'"),
+            sqlite_where=text("status = 'scheduled'"),
         ),
     )
 
@@ -217,6 +230,27 @@ class JobStatHourly(Base):
     last_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_job_stats_hourly_hour", "hour"),)
+
+
+class IncidentAck(Base):
+    """An operator's acknowledgement or snooze of an open incident (one per incident: rule and queue).
+
+    An acknowledgement lasts while the incident stays open; a snooze until its
+    time. Either is dropped once the incident has cleared.
+    """
+
+    __tablename__ = "incident_acks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(40))
+    queue: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(10))  # ack | snooze
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # snooze: hidden until then
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("type", "queue", name="uq_incident_ack"),)
 
 
 class IngestOffset(Base):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_PATH = "/ui"
 ASSETS_PATH = "/ui/assets"
-TABS = frozenset({"overview", "queues", "jobs", "workers"})
+TABS = frozenset({"queues", "jobs", "schedules", "workers", "audit"})  # and the overview, at PAGE_PATH itself
 
 # Only our own files. Job artifacts are framed from the same origin and carry
 # their own `sandbox` policy (see the artifact route), so frame-src 'self' is enough.
@@ -50,7 +50,10 @@ def ui_routes() -> list[Any]:
         return html()
 
     @get(PAGE_PATH + "/{tab:str}", include_in_schema=False, name="ui-tab")
-    async def tab_page(tab: FromPath[str]) -> Response[bytes]:
+    async def tab_page(tab: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes] | Redirect:
+        if tab == "overview":  # one URL for the overview: an old link lands on it, filters kept
+            query = request.url.query
+            return Redirect(PAGE_PATH + (f"?{query}" if query else ""), status_code=301)
         if tab not in TABS:
             raise NotFoundException(f"no such tab {tab!r}")
         return html()
@@ -59,6 +62,11 @@ def ui_routes() -> list[Any]:
     async def root() -> Redirect:
         return Redirect(PAGE_PATH)
 
+    @get("/favicon.ico", include_in_schema=False, name="ui-favicon")
+    async def favicon() -> Redirect:
+        # browsers ask for it on any page (the API's JSON too): the page's own icon
+        return Redirect(ASSETS_PATH + "/favicon.svg", status_code=301)
+
     assets = create_static_files_router(
         ASSETS_PATH,
         [STATIC_DIR],
@@ -66,4 +74,4 @@ def ui_routes() -> list[Any]:
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
     )
-    return [page, tab_page, root, assets]
+    return [page, tab_page, root, favicon, assets]

@@ -51,6 +51,7 @@ export async function request(path, { method = 'GET', body, signal } = {}) {
 export const get = (path, opts) => request(BASE + path, opts);
 export const post = (path, body = {}) => request(BASE + path, { method: 'POST', body });
 export const del = (path, body = {}) => request(BASE + path, { method: 'DELETE', body });
+export const put = (path, body = {}) => request(BASE + path, { method: 'PUT', body });
 
 export async function me() {
   const d = await request('/auth/me');

@@ -1,7 +1,7 @@
-// The 1-hour trend of a queue, drawn as inline SVG from the API's `trend` samples (no chart library).
+// A queue's trends as inline SVG (no chart library): the last hour from the `trend` samples, 24 h and 7 d from `history`.
 
 import { h, s } from './dom.js';
-import { t, num, clock } from './i18n.js';
+import { t, num, clock, when } from './i18n.js';
 
 const W = 600;
 const H = 120;
@@ -108,4 +108,40 @@ export function trendChart(trend) {
     // Shown once the samples carry a moving completed_total counter.
     perMin.some((v) => v) ? [h('div', { class: 'bars-head muted' }, t('throughput_title'), h('span', {}, `${num(rateTop)}/min`)), bars] : null,
   );
+}
+
+/**
+ * 24 hours or 7 days of finished attempts, one stacked bar per hour (completed below, failed and retried
+ * above), from the API's `history` (the hourly rollups). Hours without a row are empty.
+ */
+export function historyChart(history, windowKey) {
+  const hours = windowKey === '7d' ? 7 * 24 : 24;
+  const end = Math.floor(Date.now() / 3600_000) * 3600_000; // the current hour
+  const start = end - (hours - 1) * 3600_000;
+  const byHour = new Map((history || []).map((p) => [Math.floor(Date.parse(p.ts) / 3600_000) * 3600_000, p]));
+  const points = Array.from({ length: hours }, (_, i) => byHour.get(start + i * 3600_000) || null);
+  const bad = (p) => (p ? p.failed + p.retried : 0);
+  const top = niceMax(Math.max(1, ...points.map((p) => (p ? p.completed + bad(p) : 0))));
+  const w = W / hours;
+  const svg = s('svg', {
+    viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', class: 'chart', role: 'img', 'data-role': 'history',
+    'data-window': windowKey, 'aria-label': t('history_title'),
+  });
+  for (const f of [0.25, 0.5, 0.75]) svg.append(s('line', { x1: 0, x2: W, y1: H * f, y2: H * f, class: 'grid' }));
+  points.forEach((p, i) => {
+    if (!p) return;
+    const ok = (p.completed / top) * (H - 4);
+    const no = (bad(p) / top) * (H - 4);
+    const x = i * w + Math.min(1, w * 0.1);
+    const bw = Math.max(w - 2 * Math.min(1, w * 0.1), 0.5);
+    if (ok > 0) svg.append(s('rect', { x, y: H - ok, width: bw, height: ok, class: 'bar', 'data-series': 'completed' }));
+    if (no > 0) svg.append(s('rect', { x, y: H - ok - no, width: bw, height: no, class: 'bar bar-bad', 'data-series': 'failed' }));
+  });
+  const sum = (f) => points.reduce((n, p) => n + (p ? f(p) : 0), 0);
+  return h('figure', { class: 'trend' },
+    h('div', { class: 'chart-frame' }, h('span', { class: 'axis axis-top' }, num(top)), h('span', { class: 'axis axis-zero' }, '0'), svg),
+    h('div', { class: 'axis-x' }, h('span', {}, when(new Date(start).toISOString())), h('span', {}, when(new Date(end).toISOString()))),
+    h('figcaption', { class: 'legend' },
+      h('span', { class: 'legend-item' }, h('i', { class: 'swatch series-active' }), t('kpi_completed', { n: num(sum((p) => p.completed)) })),
+      h('span', { class: 'legend-item' }, h('i', { class: 'swatch series-failed' }), `${t('col_failed')} ${num(sum(bad))}`)));
 }

@@ -13,16 +13,17 @@ function open(dialog, focus) {
   focus.focus();
 }
 
-/** Ask yes/no. Resolves true only on the confirm button. */
-export function confirmDialog({ title, message, confirmLabel, tone = 'primary' }) {
+/** Ask yes/no (with `count`: the number of jobs it touches, in large figures). Resolves true only on the confirm button. */
+export function confirmDialog({ title, message, confirmLabel, tone = 'primary', count = null }) {
   return new Promise((resolve) => {
     let answer = false;
     const cancel = h('button', { type: 'button', class: 'btn', 'data-role': 'cancel', autofocus: true }, t('cancel'));
     const ok = h('button', { type: 'button', class: `btn btn-${tone}`, 'data-role': 'confirm' }, confirmLabel || t('confirm'));
     const dialog = h(
       'dialog',
-      { class: 'dialog', 'aria-labelledby': 'confirm-title' },
+      { class: 'dialog', 'aria-labelledby': 'confirm-title', 'data-role': 'confirm-dialog' },
       h('h2', { id: 'confirm-title' }, title),
+      count === null ? null : h('div', { class: 'danger-impact' }, h('span', {}, t('affected')), h('strong', { class: 'danger-count', 'data-role': 'count' }, num(count))),
       h('p', {}, message),
       h('div', { class: 'dialog-actions' }, cancel, ok),
     );
@@ -30,6 +31,48 @@ export function confirmDialog({ title, message, confirmLabel, tone = 'primary' }
     ok.addEventListener('click', () => { answer = true; dialog.close(); });
     dialog.addEventListener('close', () => { dialog.remove(); resolve(answer); });
     open(dialog, cancel);
+  });
+}
+
+/**
+ * A form in a dialog. `fields`: [{key, label, kind: 'text'|'select'|'textarea'|'number', value, choices, readonly,
+ * required}]; `check(values)` → an error message or null. Resolves the values, or null when cancelled.
+ */
+export function formDialog({ title, fields, submitLabel, check = () => null }) {
+  return new Promise((resolve) => {
+    let result = null;
+    const inputs = {};
+    const rows = fields.map((f) => {
+      const id = `form-${f.key}`;
+      const attrs = { id, class: 'input', 'data-field': f.key, readonly: f.readonly, required: f.required, disabled: f.readonly };
+      let input;
+      if (f.kind === 'select') {
+        input = h('select', attrs, f.choices.map(([v, l]) => h('option', { value: v, selected: v === f.value }, l)));
+      } else if (f.kind === 'textarea') {
+        input = h('textarea', { ...attrs, rows: '4', spellcheck: 'false', class: 'input mono' }, f.value || '');
+      } else {
+        input = h('input', { ...attrs, type: f.kind === 'number' ? 'number' : 'text', value: f.value ?? '', autocomplete: 'off', spellcheck: 'false' });
+      }
+      inputs[f.key] = input;
+      return h('label', { class: 'field', for: id }, h('span', {}, f.label), input);
+    });
+    const error = h('p', { class: 'dialog-error', role: 'alert', 'data-role': 'error' });
+    const cancel = h('button', { type: 'button', class: 'btn', 'data-role': 'cancel' }, t('cancel'));
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary', 'data-role': 'submit' }, submitLabel || t('save'));
+    const form = h('form', { method: 'dialog', class: 'danger-form' }, h('h2', { id: 'form-title' }, title), rows, error,
+      h('div', { class: 'dialog-actions' }, cancel, submit));
+    const dialog = h('dialog', { class: 'dialog', 'aria-labelledby': 'form-title', 'data-role': 'form-dialog' }, form);
+    cancel.addEventListener('click', () => dialog.close());
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const values = Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.value.trim()]));
+      const problem = check(values);
+      if (problem) { fill(error, problem); return; }
+      result = values;
+      dialog.close();
+    });
+    dialog.addEventListener('close', () => { dialog.remove(); resolve(result); });
+    open(dialog, rows.length && !fields[0].readonly ? inputs[fields[0].key] : cancel);
   });
 }
 

@@ -9,8 +9,12 @@ import { overviewView } from './views/overview.js';
 import { queuesView } from './views/queues.js';
 import { jobsView } from './views/jobs.js';
 import { workersView } from './views/workers.js';
+import { schedulesView } from './views/schedules.js';
+import { auditView } from './views/audit.js';
 
-const VIEWS = { overview: overviewView, queues: queuesView, jobs: jobsView, workers: workersView };
+const VIEWS = {
+  overview: overviewView, queues: queuesView, jobs: jobsView, schedules: schedulesView, workers: workersView, audit: auditView,
+};
 const root = document.getElementById('app');
 
 /** What the stream (and the first fetch) tell every view. */
@@ -76,7 +80,8 @@ function mountShell() {
   current = { tab, view };
   document.title = `${t(`tab_${tab}`)} · ${t('app_title')}`;
   const top = header(tab);
-  fill(root, top, h('main', { id: 'main', class: 'main' }, view.el),
+  // every signed-in page has its one <h1>: the tab's name
+  fill(root, top, h('main', { id: 'main', class: 'main' }, h('h1', { class: 'page-title', 'data-role': 'page-title' }, t(`tab_${tab}`)), view.el),
     h('footer', { class: 'foot muted' }, t('kbd_hint')));
   // Drawers open below the header on wide screens (the header keeps its buttons).
   headerSize.disconnect();

@@ -1,6 +1,7 @@
 // The URL is the state: /ui/<tab>?<filters>&job=<id>&queue=<name>. Shareable; Back works.
+// The overview has one URL, /ui (the server sends /ui/overview there).
 
-export const TABS = ['overview', 'queues', 'jobs', 'workers'];
+export const TABS = ['overview', 'queues', 'jobs', 'schedules', 'workers', 'audit'];
 const listeners = new Set();
 
 export function route() {
@@ -15,7 +16,7 @@ export function href(tab, params = {}) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') qs.set(k, v);
   const q = qs.toString();
-  return `/ui/${tab}${q ? `?${q}` : ''}`;
+  return `${tab === 'overview' ? '/ui' : `/ui/${tab}`}${q ? `?${q}` : ''}`;
 }
 
 /** Go to a tab with these params. `replace` for typing in a filter (no history entry per key). */

@@ -1,8 +1,8 @@
-// The job drawer: what the job was and why it failed, raw error, attempts, artifacts, Retry / Cancel.
+// The job drawer: what the job was and why it failed, raw error, attempts, artifacts; Retry, Run now, Cancel, Delete.
 
 import * as api from '../api.js';
 import { h, fill } from '../dom.js';
-import { t, num, duration, when, clock, bytes, getLang, queueLabel } from '../i18n.js';
+import { t, num, duration, when, clock, bytes, getLang, queueLabel, ago } from '../i18n.js';
 import { patch } from '../router.js';
 import { jobChip, toast, errorText, section } from '../widgets.js';
 import { drawer } from '../drawer.js';
@@ -10,6 +10,13 @@ import { confirmDialog } from '../dialogs.js';
 
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
 const CANCELLABLE = new Set(['scheduled', 'waiting', 'active']);
+// what each action asks, says when done, and how its button looks
+const ACTS = {
+  retry: { path: 'retry', confirm: 'confirm_retry_job', ok: 'retry_ok', label: 'retry', tone: 'primary', icon: '↻' },
+  promote: { path: 'promote', confirm: 'confirm_promote_job', ok: 'promote_ok', label: 'promote', tone: 'primary', icon: '▶' },
+  cancel: { path: 'cancel', confirm: 'confirm_cancel_job', ok: 'cancel_ok', label: 'cancel_job', tone: 'danger', icon: '✕' },
+  delete: { path: 'delete', confirm: 'confirm_delete_job', ok: 'delete_ok', label: 'delete_job', tone: 'danger', icon: '' },
+};
 
 function json(value) {
   return h('pre', { class: 'code' }, JSON.stringify(value, null, 2));
@@ -59,22 +66,30 @@ export function jobDrawer(id, ctx, onChanged) {
   }
 
   async function act(kind) {
-    const retry = kind === 'retry';
-    const yes = await confirmDialog({
-      title: retry ? t('retry') : t('cancel_job'),
-      message: retry ? t('confirm_retry_job') : t('confirm_cancel_job'),
-      confirmLabel: retry ? t('retry') : t('cancel_job'),
-      tone: retry ? 'primary' : 'danger',
-    });
+    const a = ACTS[kind];
+    const yes = await confirmDialog({ title: t(a.label), message: t(a.confirm), confirmLabel: t(a.label), tone: a.tone });
     if (!yes) return;
     try {
-      await api.post(`/jobs/${api.enc(id)}/${retry ? 'retry' : 'cancel'}`);
-      toast(retry ? t('retry_ok') : t('cancel_ok'));
+      await api.post(`/jobs/${api.enc(id)}/${a.path}`);
+      toast(t(a.ok));
     } catch (err) {
       toast(errorText(err), 'bad');
     }
-    await load();
+    if (kind === 'delete') patch({ job: null });
+    else await load();
     onChanged();
+  }
+
+  function actions() {
+    const kinds = [];
+    if (job.status === 'failed') kinds.push('retry');
+    if (job.status === 'scheduled') kinds.push('promote');
+    if (CANCELLABLE.has(job.status)) kinds.push('cancel');
+    if (job.status !== 'active' && api.can('admin')) kinds.push('delete');
+    const buttons = kinds.map((k) => h('button', {
+      type: 'button', class: `btn ${ACTS[k].tone === 'primary' ? 'btn-primary' : 'btn-danger-outline'}`, 'data-action': k, onclick: () => act(k),
+    }, `${ACTS[k].icon ? `${ACTS[k].icon} ` : ''}${t(ACTS[k].label)}`));
+    return buttons.length ? h('div', { class: 'drawer-actions', 'data-role': 'job-actions' }, buttons) : null;
   }
 
   function render(force = false) {
@@ -97,12 +112,14 @@ export function jobDrawer(id, ctx, onChanged) {
     const facts = [
       [t('f_queue'), queue ? `${queueLabel(queue)} (${job.queue})` : job.queue],
       [t('f_type'), job.name],
+      [t('f_level'), job.level === null || job.level === undefined ? '–' : t('level_n', { n: job.level })],
       [t('f_user'), job.user_id || '–'],
       [t('f_attempts'), `${num(job.attempts_made)} / ${num(job.max_attempts)}`],
       [t('f_worker'), job.worker_id || '–'],
       [t('f_duration'), duration(job.duration_ms)],
       [t('f_progress'), job.progress === null || job.progress === undefined ? '–' : `${num(job.progress)}%`],
       [t('f_created'), when(job.created_at)],
+      job.run_at ? [t('f_run_at'), h('span', { 'data-role': 'run-at' }, `${when(job.run_at)} (${ago(job.run_at)})`)] : null,
       [t('f_started'), when(job.started_at)],
       [t('f_finished'), when(job.finished_at)],
     ];
@@ -112,7 +129,7 @@ export function jobDrawer(id, ctx, onChanged) {
       h('section', { class: `summary summary-${job.status}` },
         h('div', { class: 'summary-head' }, h('h3', {}, t('summary')), langToggle),
         h('p', { 'data-role': 'summary', lang: summaryLang }, summaryText)),
-      h('dl', { class: 'facts' }, facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))),
+      h('dl', { class: 'facts' }, facts.filter(Boolean).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))),
     ];
     if (job.error) {
       blocks.push(section(t('col_error'),
@@ -140,12 +157,7 @@ export function jobDrawer(id, ctx, onChanged) {
       blocks.push(details('data', t('data'), json(job.data ?? null), openKeys));
       if (job.result !== undefined && job.result !== null) blocks.push(details('result', t('result'), json(job.result), openKeys));
     }
-    if (api.can('operator')) {
-      const buttons = [];
-      if (job.status === 'failed') buttons.push(h('button', { type: 'button', class: 'btn btn-primary', 'data-action': 'retry', onclick: () => act('retry') }, `↻ ${t('retry')}`));
-      if (CANCELLABLE.has(job.status)) buttons.push(h('button', { type: 'button', class: 'btn btn-danger-outline', 'data-action': 'cancel', onclick: () => act('cancel') }, `✕ ${t('cancel_job')}`));
-      if (buttons.length) blocks.push(h('div', { class: 'drawer-actions', 'data-role': 'job-actions' }, buttons));
-    }
+    if (api.can('operator')) blocks.push(actions());
     fill(content, blocks);
   }
 

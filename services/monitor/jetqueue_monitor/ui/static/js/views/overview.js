@@ -1,8 +1,10 @@
-// Overview: the incident banner (each one click from its tab, filter applied) and six KPI cards.
+// Overview: six KPI cards, then the incidents (grouped by rule, each one click from its tab with the filter
+// applied, acknowledged or snoozed by an operator), then a tile per queue.
 
+import * as api from '../api.js';
 import { h, fill } from '../dom.js';
 import { t, num, pct, duration, pickLang, queueLabel, ago } from '../i18n.js';
-import { link, queueChip } from '../widgets.js';
+import { link, queueChip, toast, errorText } from '../widgets.js';
 
 const SEVERITY_ORDER = { critical: 0, warning: 1 };
 
@@ -13,25 +15,67 @@ function drillParams(d) {
   return p;
 }
 
-function incidentBanner(incidents, queues) {
-  const byName = Object.fromEntries(queues.map((q) => [q.name, q]));
-  if (!incidents.length) {
-    return h('section', { class: 'incidents incidents-none', 'data-role': 'incidents', 'data-count': '0' },
-      h('span', { class: 'ok-mark', 'aria-hidden': 'true' }, '✓'), t('no_incidents'));
+/** Acknowledge or snooze one incident (operators); the banner redraws on the next stream tick. */
+async function acknowledge(ctx, i, how) {
+  try {
+    await api.post(`/incidents/${how}`, how === 'snooze' ? { type: i.type, queue: i.queue, minutes: 60 } : { type: i.type, queue: i.queue });
+    toast(t(how === 'snooze' ? 'snooze_ok' : 'ack_ok'));
+  } catch (err) {
+    toast(errorText(err), 'bad');
   }
-  const sorted = [...incidents].sort((a, b) => (SEVERITY_ORDER[a.severity] ?? 9) - (SEVERITY_ORDER[b.severity] ?? 9));
-  const worst = sorted[0].severity;
-  return h('section', { class: `incidents incidents-${worst}`, 'data-role': 'incidents', 'data-count': String(incidents.length), 'aria-labelledby': 'incidents-title' },
-    h('h2', { id: 'incidents-title' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), t('incidents_title', { n: incidents.length })),
-    h('ul', {}, sorted.map((i) => {
-      const d = i.drill_down || { tab: 'queues', queue: i.queue };
-      return h('li', { class: `incident sev-${i.severity}`, 'data-type': i.type, 'data-queue': i.queue },
-        h('span', { class: `sev sev-${i.severity}` }, t(`severity_${i.severity}`)),
-        h('span', { class: 'incident-msg' }, pickLang(i.message)),
-        // the English message names the key already; the Korean one names the label
-        h('span', { class: 'incident-queue muted mono' }, byName[i.queue] && !pickLang(i.message).includes(i.queue) ? i.queue : ''),
-        link(d.tab, drillParams(d), { class: 'btn btn-small incident-open', 'data-role': 'drill' }, `${t('open')} →`));
-    })));
+  await ctx.refresh().catch(() => {});
+}
+
+function incidentRow(ctx, i, byName) {
+  const d = i.drill_down || { tab: 'queues', queue: i.queue };
+  const acked = i.acknowledged;
+  return h('li', { class: `incident sev-${i.severity}${acked ? ' acked' : ''}`, 'data-type': i.type, 'data-queue': i.queue },
+    h('span', { class: `sev sev-${i.severity}` }, t(`severity_${i.severity}`)),
+    h('span', { class: 'incident-msg' }, pickLang(i.message),
+      acked ? h('span', { class: 'ack-tag muted small', 'data-role': 'acked' }, ` ✓ ${t('acked_by', { u: acked.by })}`) : null),
+    // both messages name the queue by its label; its key is for the ones who know the keys
+    h('span', { class: 'incident-queue muted mono' }, byName[i.queue] ? i.queue : ''),
+    api.can('operator') && !acked
+      ? h('button', { type: 'button', class: 'btn btn-small btn-ghost', 'data-action': 'ack', onclick: () => acknowledge(ctx, i, 'ack') }, t('acknowledge'))
+      : null,
+    api.can('operator')
+      ? h('button', { type: 'button', class: 'btn btn-small btn-ghost', 'data-action': 'snooze', onclick: () => acknowledge(ctx, i, 'snooze') }, t('snooze'))
+      : null,
+    link(d.tab, drillParams(d), { class: 'btn btn-small incident-open', 'data-role': 'drill' }, `${t('open')} →`));
+}
+
+/** Incidents of one rule together: one line with the queues it hits, each incident folded under it. */
+function incidentGroup(ctx, type, items, byName) {
+  if (items.length === 1) return incidentRow(ctx, items[0], byName);
+  const worst = items.some((i) => i.severity === 'critical') ? 'critical' : 'warning';
+  const labels = items.map((i) => (byName[i.queue] ? queueLabel(byName[i.queue]) : i.queue)).join(', ');
+  return h('li', { class: `incident-group sev-${worst}`, 'data-group': type, 'data-count': String(items.length) },
+    h('details', {},
+      h('summary', {},
+        h('span', { class: `sev sev-${worst}` }, t(`severity_${worst}`)),
+        h('span', { class: 'incident-msg' }, `${t(`rule_${type}`)} · ${t('n_queues', { n: items.length })}`,
+          h('span', { class: 'muted group-queues' }, ` — ${labels}`))),
+      h('ul', { class: 'incident-members' }, items.map((i) => incidentRow(ctx, i, byName)))));
+}
+
+function incidentBanner(ctx, incidents, queues) {
+  const byName = Object.fromEntries(queues.map((q) => [q.name, q]));
+  const snoozed = incidents.filter((i) => i.snoozed_until);
+  const shown = incidents.filter((i) => !i.snoozed_until);
+  if (!shown.length) {
+    return h('section', { class: 'incidents incidents-none', 'data-role': 'incidents', 'data-count': '0' },
+      h('span', { class: 'ok-mark', 'aria-hidden': 'true' }, '✓'), t('no_incidents'),
+      snoozed.length ? h('span', { class: 'muted small', 'data-role': 'snoozed' }, ` · ${t('snoozed_n', { n: snoozed.length })}`) : null);
+  }
+  const sorted = [...shown].sort((a, b) => (SEVERITY_ORDER[a.severity] ?? 9) - (SEVERITY_ORDER[b.severity] ?? 9) || a.type.localeCompare(b.type));
+  const groups = new Map();
+  for (const i of sorted) groups.set(i.type, [...(groups.get(i.type) || []), i]);
+  const open = shown.filter((i) => !i.acknowledged);
+  const worst = open.length ? (open.some((i) => i.severity === 'critical') ? 'critical' : 'warning') : 'acked';
+  return h('section', { class: `incidents incidents-${worst}`, 'data-role': 'incidents', 'data-count': String(shown.length), 'aria-labelledby': 'incidents-title' },
+    h('h2', { id: 'incidents-title' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), open.length ? t('incidents_title', { n: shown.length }) : t('acked_all'),
+      snoozed.length ? h('span', { class: 'muted small', 'data-role': 'snoozed' }, ` · ${t('snoozed_n', { n: snoozed.length })}`) : null),
+    h('ul', {}, [...groups].map(([type, items]) => incidentGroup(ctx, type, items, byName))));
 }
 
 function kpi(key, label, value, sub, target) {
@@ -86,7 +130,10 @@ export function overviewView(ctx) {
     const key = JSON.stringify([data, Math.floor(Date.now() / 30000), ctx.state.queues.map((q) => [q.name, q.status, q.waiting, q.failed, q.last_processed_at])]);
     if (!force && key === last) return;
     last = key;
-    fill(el, incidentBanner(ov.incidents || [], ctx.state.queues), kpis(ov), queueTiles(ctx.state.queues));
+    const unfolded = new Set([...el.querySelectorAll('[data-group] > details[open]')].map((d) => d.parentElement.dataset.group));
+    // the KPIs first: at any number of incidents they stay above the fold
+    fill(el, kpis(ov), incidentBanner(ctx, ov.incidents || [], ctx.state.queues), queueTiles(ctx.state.queues));
+    for (const g of unfolded) el.querySelector(`[data-group="${g}"] > details`)?.setAttribute('open', '');
   }
   render(true);
   return { el, route: () => render(true), tick: () => render(), destroy() {} };

@@ -5,7 +5,7 @@ import { h, fill } from '../dom.js';
 import { t, num, duration, ago, when, span, queueLabel } from '../i18n.js';
 import { patch } from '../router.js';
 import { link, queueChip, td, toast, errorText } from '../widgets.js';
-import { trendChart } from '../chart.js';
+import { trendChart, historyChart } from '../chart.js';
 import { drawer } from '../drawer.js';
 import { confirmDialog, dangerDialog } from '../dialogs.js';
 
@@ -51,8 +51,15 @@ function queueTable(queues, selected) {
     })));
 }
 
-function stat(label, value, cls) {
-  return h('div', { class: `stat ${cls || ''}` }, h('span', { class: 'stat-label' }, label), h('span', { class: 'stat-value' }, value));
+function stat(label, value, cls, sub) {
+  return h('div', { class: `stat ${cls || ''}` }, h('span', { class: 'stat-label' }, label), h('span', { class: 'stat-value' }, value),
+    sub ? h('span', { class: 'stat-sub muted small' }, sub) : null);
+}
+
+/** Waiting jobs per priority level ("P0 2 · P1 5 · P2 0"), when the queue has levels. */
+function byLevel(q) {
+  const levels = q.waiting_by_level || [];
+  return levels.length > 1 ? levels.map((n, i) => `P${i} ${num(n)}`).join(' · ') : null;
 }
 
 /** The detail panel of one queue. */
@@ -65,18 +72,27 @@ function queuePanel(name, ctx) {
   let fetchedAt = 0;
   let seq = 0;
   let lastKey = '';
+  let windowKey = '1h'; // the trend's time range: the last hour (samples), or 24 h / 7 d (hourly rollups)
 
   async function load() {
     const mine = ++seq;
     fetchedAt = Date.now();
     try {
-      const got = await api.get(`/queues/${api.enc(name)}`);
+      const got = await api.get(`/queues/${api.enc(name)}?window=${windowKey}`);
       if (mine !== seq) return;
       detail = got;
       render();
     } catch (err) {
       if (mine === seq) fill(content, h('p', { class: 'bad' }, errorText(err)));
     }
+  }
+
+  function windowSwitch() {
+    return h('div', { class: 'seg', role: 'group', 'aria-label': t('filter_range'), 'data-role': 'trend-window' },
+      ['1h', '24h', '7d'].map((w) => h('button', {
+        type: 'button', class: 'seg-btn', 'aria-pressed': String(windowKey === w), 'data-window': w,
+        onclick: () => { windowKey = w; lastKey = ''; load(); },
+      }, t(`window_${w}`))));
   }
 
   function render() {
@@ -96,10 +112,12 @@ function queuePanel(name, ctx) {
         q.lag_seconds ? `${t('lag', { t: span(q.lag_seconds) })} · ` : '',
         `${t('col_workers')} ${num(workers)} · ${t('col_last_processed')} ${ago(q.last_processed_at)}`),
       h('div', { class: 'stats' },
-        stat(t('col_waiting'), num(q.waiting)), stat(t('col_active'), num(q.active)), stat(t('col_delayed'), num(q.delayed)),
+        stat(t('col_waiting'), num(q.waiting), '', byLevel(q)), stat(t('col_active'), num(q.active)), stat(t('col_delayed'), num(q.delayed)),
         stat(t('col_failed'), num(q.failed), q.failed ? 'bad' : ''), stat(t('col_throughput'), t('per_min', { n: num(q.jobs_per_min) })),
         stat('avg / p95', `${duration(q.avg_duration_ms)} / ${duration(q.p95_duration_ms)}`, 'stat-small')),
-      h('section', { class: 'panel-section' }, h('h3', {}, t('trend_title')), trendChart(q.trend)),
+      h('section', { class: 'panel-section' },
+        h('div', { class: 'summary-head' }, h('h3', {}, windowKey === '1h' ? t('trend_title') : t('history_title')), windowSwitch()),
+        windowKey === '1h' ? trendChart(q.trend) : historyChart(q.history, windowKey)),
       h('section', { class: 'panel-section' }, h('h3', {}, t('top_errors')),
         errors.length
           ? h('ol', { class: 'errors', 'data-role': 'top-errors' }, errors.map((e) => h('li', {},
@@ -135,15 +153,19 @@ function queuePanel(name, ctx) {
     }
     const label = queueLabel(q);
     const until = h('input', { type: 'datetime-local', class: 'input', id: 'pause-until', 'data-role': 'pause-until' });
+    // the reason goes into the audit log with the pause (or the resume)
+    const reason = h('input', { type: 'text', class: 'input', id: 'pause-reason', 'data-role': 'pause-reason', maxlength: '500' });
+    const why = () => (reason.value.trim() ? { reason: reason.value.trim() } : {});
     const pauseBtn = h('button', {
       type: 'button', class: 'btn', 'data-action': 'pause',
-      onclick: () => act(() => api.post(`/queues/${api.enc(q.name)}/pause`, until.value ? { until: new Date(until.value).toISOString() } : {}),
+      onclick: () => act(() => api.post(`/queues/${api.enc(q.name)}/pause`, { ...why(), ...(until.value ? { until: new Date(until.value).toISOString() } : {}) }),
         () => t('paused_ok', { q: label })),
     }, t('pause'));
     const resumeBtn = h('button', {
       type: 'button', class: 'btn btn-primary', 'data-action': 'resume',
-      onclick: () => act(() => api.post(`/queues/${api.enc(q.name)}/resume`), () => t('resumed_ok', { q: label })),
+      onclick: () => act(() => api.post(`/queues/${api.enc(q.name)}/resume`, why()), () => t('resumed_ok', { q: label })),
     }, `▶ ${t('resume')}`);
+    const reasonField = h('label', { class: 'field field-inline field-reason', for: 'pause-reason' }, h('span', {}, t('pause_reason')), reason);
     const retryBtn = h('button', {
       type: 'button', class: 'btn', 'data-action': 'retry-failed', 'data-needs-failed': '', disabled: !q.failed,
       onclick: async () => {
@@ -153,8 +175,8 @@ function queuePanel(name, ctx) {
     }, `↻ ${t('retry_failed')}`);
     const rows = [
       q.paused
-        ? h('div', { class: 'action-row' }, resumeBtn)
-        : h('div', { class: 'action-row' }, h('label', { class: 'field field-inline', for: 'pause-until' }, h('span', {}, t('pause_until')), until), pauseBtn),
+        ? h('div', { class: 'action-row' }, reasonField, resumeBtn)
+        : h('div', { class: 'action-row' }, h('label', { class: 'field field-inline', for: 'pause-until' }, h('span', {}, t('pause_until')), until), reasonField, pauseBtn),
       h('div', { class: 'action-row' }, retryBtn),
     ];
     if (api.can('admin')) {
