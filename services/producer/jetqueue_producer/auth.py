@@ -130,7 +130,8 @@ def require(scope: Scope) -> Any:
     It raises :class:`AuthRefused`, which the app turns into a JSON 401/403 (never a 500).
     """
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    # async: Litestar runs a sync guard on a worker thread, which costs every request a thread hop
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         auth: Authenticator | None = connection.app.state.auth
         if auth is None:
             return
