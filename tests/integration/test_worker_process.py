@@ -115,10 +115,13 @@ async def test_worker_exports_prometheus_metrics(nc: NatsClient, catalog: Catalo
     from jetqueue.embedded import free_port
 
     port = free_port()
+    catalog = catalog.replace(Q, job_names=["send"])  # a job type the catalog declares is labelled by name
     client = JobClient(nc, catalog)
     spawn_worker(Q, catalog, JETQUEUE_WORKER_METRICS_PORT=str(port))
     await eventually(lambda: _online(nc, Q, 1), timeout=20)
     r = await client.enqueue(Q, "send", MAIL)
+    await eventually(lambda: _is(client, r.job_id, JobStatus.COMPLETED), timeout=10)
+    r = await client.enqueue(Q, "made-up-by-a-client", MAIL)  # any other name: counted as "other"
     await eventually(lambda: _is(client, r.job_id, JobStatus.COMPLETED), timeout=10)
 
     def scrape() -> str:
@@ -128,6 +131,8 @@ async def test_worker_exports_prometheus_metrics(nc: NatsClient, catalog: Catalo
     text = await asyncio.to_thread(scrape)
     assert 'jetqueue_jobs_completed_total{job_name="send",queue="email-send"} 1.0' in text
     assert 'jetqueue_job_duration_seconds_count{job_name="send",queue="email-send"} 1.0' in text
+    assert 'jetqueue_jobs_completed_total{job_name="other",queue="email-send"} 1.0' in text
+    assert "made-up-by-a-client" not in text
     assert 'jetqueue_jobs_in_flight{queue="email-send"} 0.0' in text
 
 
