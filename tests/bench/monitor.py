@@ -59,12 +59,13 @@ from sqlalchemy import func, select, text
 
 from jetqueue.catalog import Catalog, QueueSpec, load_catalog
 from jetqueue.control import QueueInfo
-from jetqueue_monitor import queries
+from jetqueue_monitor import incidents, queries
 from jetqueue_monitor.db.engine import make_engine, migrate
 from jetqueue_monitor.db.models import DURATION_BUCKETS_MS, Job, JobAttempt
-from jetqueue_monitor.live import QueueLive, Snapshot
+from jetqueue_monitor.queries import JobFilter, job_query
+from jetqueue_monitor.sampler import QueueLive, Snapshot
 from jetqueue_monitor.settings import MonitorSettings
-from jetqueue_monitor.store import JobFilter, Store, job_query
+from jetqueue_monitor.store import Store
 
 RESULTS = Path(__file__).with_name("monitor-results.json")
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -760,7 +761,7 @@ def overview_statements(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "stats_since(24h): minute rows [overview, queues]": minutes,
         "stats_since(24h): hourly rows [overview, queues]": hours,
-        "_samples_at(now-10m) [incidents]": queries.samples_at_statement(now - timedelta(minutes=10)),
+        "_samples_at(now-10m) [incidents]": incidents.samples_at_statement(now - timedelta(minutes=10)),
         f"top_errors {busy} [queue_detail]": select(
             func.coalesce(Job.error_type, "Error"), func.substr(Job.error, 1, 120), func.count()
         )

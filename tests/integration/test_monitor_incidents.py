@@ -1,4 +1,4 @@
-"""Each incident rule of queries.incidents, firing and not firing (SQLite store, constructed snapshots).
+"""Each incident rule of incidents.current, firing and not firing (SQLite store, constructed snapshots).
 
 The rules read the live snapshot (JetStream counts, built here directly), the
 worker heartbeats, the per-minute rollups and the queue samples of 10 and 15
@@ -20,11 +20,13 @@ from jetqueue.control import QueueInfo
 from jetqueue.events import Heartbeat
 from jetqueue.job import now_ms
 from jetqueue.settings import CommonSettings
+from jetqueue_monitor import incidents as rules
 from jetqueue_monitor import queries
+from jetqueue_monitor.clock import utcnow
 from jetqueue_monitor.db.engine import make_engine, migrate
-from jetqueue_monitor.live import QueueLive, Snapshot
+from jetqueue_monitor.sampler import QueueLive, Snapshot
 from jetqueue_monitor.settings import MonitorSettings
-from jetqueue_monitor.store import Store, utcnow
+from jetqueue_monitor.store import Store
 
 Q = "email-send"
 OTHER = "notification-send"
@@ -134,7 +136,7 @@ async def finished(
 async def incidents(
     store: Store, settings: MonitorSettings, catalog: Catalog, *infos: QueueInfo
 ) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = await queries.incidents(store, snap(*infos), settings, catalog)
+    found: list[dict[str, Any]] = await rules.current(store, snap(*infos), settings, catalog)
     return found
 
 
@@ -332,13 +334,13 @@ async def test_acknowledged_and_snoozed_incidents_are_marked_until_they_clear(
     await store.save_incident_ack(
         "no_worker", OTHER, "snooze", actor="otto", reason=None, until=utcnow() + timedelta(minutes=30)
     )
-    found = {i["queue"]: i for i in await queries.with_acks(store, await incidents(store, settings, catalog, *both))}
+    found = {i["queue"]: i for i in await rules.with_acks(store, await incidents(store, settings, catalog, *both))}
     assert found[Q]["acknowledged"]["by"] == "otto" and found[Q]["acknowledged"]["reason"] == "deploying workers"
     assert found[Q]["snoozed_until"] is None
     assert found[OTHER]["acknowledged"] is None and found[OTHER]["snoozed_until"]
     # the incident on Q clears: its acknowledgement goes, so when it comes back it is news again
-    await queries.with_acks(store, await incidents(store, settings, catalog, info(Q), info(OTHER, waiting=1)))
-    again = {i["queue"]: i for i in await queries.with_acks(store, await incidents(store, settings, catalog, *both))}
+    await rules.with_acks(store, await incidents(store, settings, catalog, info(Q), info(OTHER, waiting=1)))
+    again = {i["queue"]: i for i in await rules.with_acks(store, await incidents(store, settings, catalog, *both))}
     assert again[Q]["acknowledged"] is None and again[OTHER]["snoozed_until"]
 
 
@@ -346,5 +348,5 @@ async def test_a_snooze_ends_at_its_time(store: Store, settings: MonitorSettings
     await store.save_incident_ack(
         "no_worker", Q, "snooze", actor="otto", reason=None, until=utcnow() - timedelta(seconds=1)
     )
-    [i] = await queries.with_acks(store, await incidents(store, settings, catalog, info(Q, waiting=3)))
+    [i] = await rules.with_acks(store, await incidents(store, settings, catalog, info(Q, waiting=3)))
     assert i["snoozed_until"] is None and i["acknowledged"] is None

@@ -32,11 +32,12 @@ from jetqueue.job import SCHEMA_VERSION, EventType, now_ms
 from jetqueue.processors import JobContext, ProcessorRegistry
 from jetqueue.settings import CommonSettings
 from jetqueue_monitor import queries
+from jetqueue_monitor.clock import utcnow
 from jetqueue_monitor.db.engine import make_engine, migrate
 from jetqueue_monitor.db.models import Job, JobAttempt, JobStat, WorkerHeartbeat
 from jetqueue_monitor.ingest import Ingestor
-from jetqueue_monitor.live import Sampler
-from jetqueue_monitor.store import Store, utcnow
+from jetqueue_monitor.sampler import Sampler
+from jetqueue_monitor.store import Store
 from jetqueue_worker.runtime import Worker
 from tests.conftest import eventually
 
@@ -402,9 +403,7 @@ async def test_nothing_is_lost_across_a_database_outage(
         ids = [(await client.enqueue(Q, "during-outage", {"n": i})).job_id for i in range(n)]
         # every job ran and its records are in JetStream (a short job's completed record stands for its start)
         await eventually(lambda: _true(worker.processed >= n + 1), timeout=30, what="jobs processed")
-        await eventually(
-            lambda: _true(worker.settler.records_published >= n + 1), timeout=10, what="records sent"
-        )
+        await eventually(lambda: _true(worker.settler.records_published >= n + 1), timeout=10, what="records sent")
         errors_at = ingestor.stats.db_errors
         await eventually(lambda: _true(ingestor.stats.db_errors >= errors_at + 2), timeout=10, what="ingest retried")
         assert await count(checker, Job, Job.job_id.in_(ids)) == 0, "rows were written during the outage"

@@ -20,10 +20,12 @@ from sqlalchemy.engine import Connection
 
 from jetqueue.catalog import Catalog
 from jetqueue_monitor import queries
+from jetqueue_monitor.clock import utcnow
 from jetqueue_monitor.db.engine import _alembic_config, make_engine, migrate
 from jetqueue_monitor.db.models import JobStat, JobStatHourly, QueueSample
-from jetqueue_monitor.live import Sampler
-from jetqueue_monitor.store import Store, utcnow
+from jetqueue_monitor.rollups import Stats
+from jetqueue_monitor.sampler import Sampler
+from jetqueue_monitor.store import Store
 
 QUEUES = ("email-send", "audit-log")
 
@@ -52,24 +54,24 @@ def finished(n: int, *, hours: float, seed: int = 7) -> list[dict[str, Any]]:
     return out
 
 
-async def minute_sums(store: Store, since: datetime) -> dict[str, dict[str, Any]]:
-    """The reference: every minute row since ``since``, summed the plain way."""
-    out: dict[str, dict[str, Any]] = {}
+async def minute_sums(store: Store, since: datetime) -> dict[str, Stats]:
+    """The reference: every minute row since ``since``, summed the plain way (not with ``Stats.add``)."""
+    out: dict[str, Stats] = {}
     async with store.sessions() as s:
         for row in (await s.execute(select(JobStat).where(JobStat.minute >= since))).scalars():
-            d = out.setdefault(row.queue, {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0,
-                                           "hist": Counter()})  # fmt: skip
-            d["completed"] += row.completed
-            d["failed"] += row.failed
-            d["retried"] += row.retried
-            d["sum"] += row.duration_sum_ms
-            d["count"] += row.duration_count
-            d["hist"].update(row.hist)
+            d = out.setdefault(row.queue, Stats())
+            d.completed += row.completed
+            d.failed += row.failed
+            d.retried += row.retried
+            d.duration_sum_ms += row.duration_sum_ms
+            d.duration_count += row.duration_count
+            d.hist = dict(Counter(d.hist) + Counter(row.hist))
     return out
 
 
-def _comparable(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {q: {k: (dict(v) if k == "hist" else v) for k, v in d.items() if k != "last"} for q, d in stats.items()}
+def _comparable(stats: dict[str, Stats]) -> dict[str, dict[str, Any]]:
+    return {q: {"completed": d.completed, "failed": d.failed, "retried": d.retried, "sum": d.duration_sum_ms,
+                "count": d.duration_count, "hist": dict(d.hist)} for q, d in stats.items()}  # fmt: skip
 
 
 @pytest.mark.parametrize("window", [timedelta(minutes=15), timedelta(hours=1), timedelta(hours=5, minutes=17),
@@ -194,7 +196,7 @@ def _search_jobs() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("q", ["inv-", "timeout", "50%", "ord_", "_", "TIMEOUT", "inv-01", "mailbox"])
 async def test_search_pages_through_exactly_the_matching_jobs(store: Store, q: str) -> None:
-    from jetqueue_monitor.store import JobFilter
+    from jetqueue_monitor.queries import JobFilter
 
     records = _search_jobs()
     await store.apply_records(records)

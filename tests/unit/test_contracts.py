@@ -89,8 +89,7 @@ def test_backoff_is_capped_so_many_attempts_never_overflow_a_date() -> None:
     """Past the cap the delay stops doubling: attempt 60 of a 1 s backoff waits 6 h, not 18 billion years
     (which raised ValueError when the retry's run time was turned into a date)."""
     from jetqueue.catalog import DEFAULT_MAX_BACKOFF_MS
-    from jetqueue.job import now_ms
-    from jetqueue_worker.outcomes import rfc3339
+    from jetqueue.job import now_ms, rfc3339
 
     exp = Backoff(type="exponential", delay_ms=1000)
     assert exp.delay_for(14) == 8192.0  # still doubling below the cap

@@ -15,7 +15,7 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import nats.errors
@@ -36,6 +36,8 @@ from jetqueue.job import (
     JobStatus,
     new_job_id,
     now_ms,
+    rfc3339,
+    state_message,
     validate_job_id,
 )
 from jetqueue.publisher import Message, Publisher, PubResult
@@ -141,10 +143,6 @@ def nats_errors(what: str) -> Iterator[None]:
         raise NatsUnavailable(f"NATS did not answer ({what}): {str(exc) or type(exc).__name__}") from exc
 
 
-def _rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class JobClient:
     """Enqueue, schedule, cancel and inspect jobs of the queues in ``catalog``."""
 
@@ -205,7 +203,7 @@ class JobClient:
             telemetry.inject(headers)
         target = names.job_subject(spec.name, level, job_id)
         if run_at is not None:
-            headers[H_SCHEDULE] = "@at " + _rfc3339(run_at)
+            headers[H_SCHEDULE] = "@at " + rfc3339(run_at)
             headers[H_SCHEDULE_TARGET] = target
             headers[H_RUN_AT] = str(run_at)
             subject = names.sched_subject(spec.name, job_id)
@@ -350,7 +348,7 @@ class JobClient:
         expr = to_broker_cron(cron)
         sched = CronSchedule(queue, name, cron, time_zone, job_name or name, data, priority, paused)
         env = Envelope(
-            id=f"cron-{name}",
+            id=names.cron_template_id(name),
             queue=queue,
             name=sched.job_name,
             data=data,
@@ -383,13 +381,12 @@ class JobClient:
 
     async def _publish_schedule(self, subject: str, raw: bytes, headers: dict[str, str], cron: str, tz: str) -> None:
         try:
-            await self.js.publish(subject, raw, headers=headers)
+            with nats_errors("publish schedule"):
+                await self.js.publish(subject, raw, headers=headers)
         except BadRequestError as exc:
             raise InvalidJob(
                 f"the broker refused the schedule ({exc.description}): check cron {cron!r} and time zone {tz!r}"
             ) from exc
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise NatsUnavailable("NATS did not confirm the schedule") from exc
 
     async def _park(self, spec: QueueSpec, name: str, raw: bytes) -> None:
         """Keep a definition on the paused subject (one message: a rollup) and remove its schedule."""
@@ -583,13 +580,11 @@ class JobClient:
             JobNotFound: never enqueued, or its record expired.
         """
         validate_job_id(job_id)
-        try:
+        with nats_errors("status lookup"):
             recorded = await self._recorded(job_id)
             home = recorded.queue if recorded else queue
             specs = [self.catalog.get(home)] if home else list(self.catalog.queues)
             found = await asyncio.gather(*(self._find_in_queue(s, job_id) for s in specs))
-        except NATS_DOWN as exc:
-            raise NatsUnavailable("NATS did not answer the status lookup") from exc
         live = next((f for f in found if f is not None), None)
         if live is None:
             # A worker writes the final state before it acks, so a job that
@@ -625,15 +620,17 @@ class JobClient:
         if current.state in TERMINAL_STATUSES:
             raise ConflictError(f"job {job_id} is already {current.state.value}")
         if current.state is JobStatus.ACTIVE:
-            await self.nc.publish(
-                names.cancel_subject(spec.name), json.dumps({"job_id": job_id, "reason": reason}).encode()
-            )
-            await self.nc.flush()
+            with nats_errors("cancel request"):
+                await self.nc.publish(
+                    names.cancel_subject(spec.name), json.dumps({"job_id": job_id, "reason": reason}).encode()
+                )
+                await self.nc.flush()
             current.error = f"cancel requested: {reason}"
             return current
         # scheduled (delayed or between retries) or waiting: remove its message
-        await self.js.purge_stream(spec.stream, subject=names.sched_subject(spec.name, job_id))
-        await self.js.purge_stream(spec.stream, subject=names.job_subject_any_level(spec.name, job_id))
+        with nats_errors("cancel"):
+            await self.js.purge_stream(spec.stream, subject=names.sched_subject(spec.name, job_id))
+            await self.js.purge_stream(spec.stream, subject=names.job_subject_any_level(spec.name, job_id))
         state = JobState(
             id=job_id,
             queue=spec.name,
@@ -647,18 +644,12 @@ class JobClient:
             error=reason,
             errors=current.errors,
         )
-        await record_state(self.js, state, spec.failed_retention_s)
+        with nats_errors("cancel"):
+            await record_state(self.js, state, spec.failed_retention_s)
         return state
 
 
-async def record_state(js: JetStreamContext, state: JobState, ttl_s: int, *, wait: bool = True) -> None:
-    """Write a job's state into the ``jq-jobs`` bucket with a per-key TTL.
-
-    ``KeyValue.put`` cannot carry a TTL, so this publishes straight to the
-    bucket's subject with a ``Nats-TTL`` header (server >= 2.11).
-    """
-    subject = names.state_subject(state.id)
-    if wait:
-        await js.publish(subject, state.to_bytes(), headers={"Nats-TTL": f"{int(ttl_s)}s"})
-    else:
-        await js.publish_async(subject, state.to_bytes(), headers={"Nats-TTL": f"{int(ttl_s)}s"})
+async def record_state(js: JetStreamContext, state: JobState, ttl_s: int) -> None:
+    """Write a job's state into the ``jq-jobs`` bucket with a per-key TTL (and wait for the server)."""
+    m = state_message(state, ttl_s)
+    await js.publish(m.subject, m.payload, headers=m.headers)

@@ -150,6 +150,17 @@ def _indefinite(stamp: str) -> bool:
     return year >= datetime.now(UTC).year + 90  # FOREVER is 100 years: stays recognised for a decade
 
 
+def pause_end(stamp: str | None) -> str | None:
+    """When a consumer's ``pause_until`` ends, as RFC 3339 UTC; None for no pause or a pause without an end."""
+    if not stamp or _indefinite(stamp):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return _until_str(when)
+
+
 async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
     levels = []
     consumers = []
@@ -177,10 +188,10 @@ async def queue_info(js: JetStreamContext, spec: QueueSpec) -> QueueInfo:
             until = ci.config.pause_until
             if until and not _indefinite(until):
                 pause_until = until
-    si = await js.stream_info(spec.stream, subjects_filter=f"{names.PREFIX}.{spec.name}.*.*")
+    si = await js.stream_info(spec.stream, subjects_filter=names.delays_and_schedules_filter(spec.name))
     subjects = si.state.subjects or {}
-    prefix_s = f"{names.PREFIX}.{spec.name}.sched."
-    prefix_c = f"{names.PREFIX}.{spec.name}.cron."
+    prefix_s = names.sched_subject(spec.name, "")
+    prefix_c = names.cron_subject(spec.name, "")
     scheduled = sum(n for s, n in subjects.items() if s.startswith(prefix_s))
     recurring = sum(n for s, n in subjects.items() if s.startswith(prefix_c))
     dlq = await js.stream_info(names.DLQ_STREAM, subjects_filter=names.dlq_filter(spec.name))
@@ -223,15 +234,21 @@ async def resume(js: JetStreamContext, spec: QueueSpec) -> dict[str, Any]:
     return {"paused": False}
 
 
-async def _purge_count(js: JetStreamContext, stream: str, subject: str) -> int:
-    resp = await js._api_request(  # nats-py's purge_stream drops the 'purged' count
-        f"{js._prefix}.STREAM.PURGE.{stream}", json.dumps({"filter": subject}).encode(), timeout=js._timeout
-    )
+async def _purge_count(nc: NatsClient, stream: str, subject: str, timeout: float = 10.0) -> int:
+    """Purge a subject of a stream and say how many messages went (nats-py's purge_stream drops the count).
+
+    Raises:
+        JetqueueError: the server refused the purge.
+    """
+    reply = await nc.request(names.purge_subject(stream), json.dumps({"filter": subject}).encode(), timeout=timeout)
+    resp = json.loads(reply.data)
+    if resp.get("error"):
+        raise JetqueueError(f"purge of {subject} refused: {resp['error'].get('description', resp['error'])}")
     return int(resp.get("purged", 0))
 
 
 async def drain(
-    js: JetStreamContext, spec: QueueSpec, *, include_delayed: bool = False, settle_timeout: float = 30.0
+    nc: NatsClient, spec: QueueSpec, *, include_delayed: bool = False, settle_timeout: float = 30.0
 ) -> dict[str, Any]:
     """Remove waiting jobs only: pause, let in-flight jobs settle, purge, restore.
 
@@ -241,6 +258,7 @@ async def drain(
     Raises:
         ConflictError: in-flight jobs did not settle in time (nothing removed).
     """
+    js = nc.jetstream()
     before = await queue_info(js, spec)
     was_paused = before.paused
     if not was_paused:
@@ -255,9 +273,9 @@ async def drain(
                 )
             await asyncio.sleep(0.2)
         removed = 0
-        for kind in ("job", "cronjob"):
-            removed += await _purge_count(js, spec.stream, f"{names.PREFIX}.{spec.name}.{kind}.>")
-        removed_delayed = await _purge_count(js, spec.stream, names.sched_filter(spec.name)) if include_delayed else 0
+        for waiting in (names.job_filter(spec.name), names.cronjob_filter(spec.name)):
+            removed += await _purge_count(nc, spec.stream, waiting)
+        removed_delayed = await _purge_count(nc, spec.stream, names.sched_filter(spec.name)) if include_delayed else 0
     finally:
         if not was_paused:
             await resume(js, spec)
@@ -292,19 +310,19 @@ async def dead_letters(js: JetStreamContext, queue: str | None = None, limit: in
     return out
 
 
-async def _requeue(js: JetStreamContext, catalog: Catalog, msg: Any) -> str:
-    queue = msg.subject.split(".")[2]
+async def _requeue(js: JetStreamContext, catalog: Catalog, subject: str, data: bytes, seq: int) -> str:
+    """Put a dead letter back on its queue as a fresh job (attempts start again), then delete the dead letter."""
+    queue, job_id = names.parse_dlq_subject(subject)
     spec = catalog.get(queue)
-    env = Envelope.from_bytes(msg.data, spec, job_id=msg.subject.split(".")[3])
+    env = Envelope.from_bytes(data, spec, job_id=job_id)
     env.attempt = 1
     env.errors = []
-    level = spec.level_for(env.priority)
     await js.publish(
-        names.job_subject(spec.name, level, env.id),
+        names.job_subject(spec.name, spec.level_for(env.priority), env.id),
         env.to_bytes(),
-        headers={H_MSG_ID: f"{env.id}:requeue:{msg.metadata.sequence.stream}"},
+        headers={H_MSG_ID: f"{env.id}:requeue:{seq}"},
     )
-    await js.delete_msg(names.DLQ_STREAM, msg.metadata.sequence.stream)
+    await js.delete_msg(names.DLQ_STREAM, seq)
     return env.id
 
 
@@ -316,7 +334,7 @@ async def retry_failed(js: JetStreamContext, catalog: Catalog, spec: QueueSpec, 
         if (msg.headers or {}).get(H_REASON) == "malformed":
             skipped += 1
             continue
-        retried.append(await _requeue(js, catalog, msg))
+        retried.append(await _requeue(js, catalog, msg.subject, msg.data, msg.metadata.sequence.stream))
     return {"retried": len(retried), "skipped_malformed": skipped, "job_ids": retried[:100]}
 
 
@@ -328,20 +346,11 @@ async def retry_job(js: JetStreamContext, catalog: Catalog, job_id: str) -> dict
     """
     validate_job_id(job_id)  # a wildcard here would match another job
     try:
-        msg = await js.get_last_msg(names.DLQ_STREAM, f"{names.PREFIX}.dlq.*.{job_id}")
+        msg = await js.get_last_msg(names.DLQ_STREAM, names.dlq_subject("*", job_id))
     except NotFoundError as exc:
         raise JobNotFound(job_id) from exc
-    queue = (msg.subject or "").split(".")[2]
-    spec = catalog.get(queue)
-    env = Envelope.from_bytes(msg.data or b"", spec, job_id=job_id)
-    env.attempt = 1
-    env.errors = []
-    await js.publish(
-        names.job_subject(spec.name, spec.level_for(env.priority), job_id),
-        env.to_bytes(),
-        headers={H_MSG_ID: f"{job_id}:requeue:{msg.seq}"},
-    )
-    await js.delete_msg(names.DLQ_STREAM, msg.seq or 0)
+    queue, _ = names.parse_dlq_subject(msg.subject or "")
+    await _requeue(js, catalog, msg.subject or "", msg.data or b"", msg.seq or 0)
     return {"job_id": job_id, "queue": queue, "state": "waiting"}
 
 
@@ -412,7 +421,7 @@ async def promote_job(js: JetStreamContext, catalog: Catalog, job_id: str, queue
 
 
 async def delete_job(
-    js: JetStreamContext, catalog: Catalog, job_id: str, queue: str | None = None, *, missing_ok: bool = False
+    nc: NatsClient, catalog: Catalog, job_id: str, queue: str | None = None, *, missing_ok: bool = False
 ) -> dict[str, Any]:
     """Remove a job that is not running: its delayed, waiting or dead-lettered message. It never runs.
 
@@ -422,6 +431,7 @@ async def delete_job(
     Raises:
         JobNotFound: nothing to remove (unless ``missing_ok``). ConflictError: a worker runs it (cancel it).
     """
+    js = nc.jetstream()
     validate_job_id(job_id)
     specs = [catalog.get(queue)] if queue else list(catalog.queues)
     removed = {"delayed": 0, "waiting": 0, "dead_lettered": 0}
@@ -430,8 +440,8 @@ async def delete_job(
         waiting = await _waiting(js, spec, job_id)
         if waiting is not None and await _delivered(js, spec, waiting):
             raise ConflictError(f"job {job_id} is running: cancel it instead")
-        delayed = await _purge_count(js, spec.stream, names.sched_subject(spec.name, job_id))
-        queued = await _purge_count(js, spec.stream, names.job_subject_any_level(spec.name, job_id))
+        delayed = await _purge_count(nc, spec.stream, names.sched_subject(spec.name, job_id))
+        queued = await _purge_count(nc, spec.stream, names.job_subject_any_level(spec.name, job_id))
         if delayed or queued:
             removed["delayed"] += delayed
             removed["waiting"] += queued
@@ -491,7 +501,7 @@ class Controller:
 
     async def _audit(self, rec: AuditRecord) -> None:
         try:
-            await self.js.publish(f"{names.PREFIX}.audit.{rec.entity_type.value.lower()}", rec.to_bytes())
+            await self.js.publish(names.audit_subject(rec.entity_type.value), rec.to_bytes())
         except Exception as exc:
             log.error("audit record could not be published: %s", exc)
         if self._sink is not None:
@@ -606,7 +616,7 @@ class Controller:
             reason,
             role,
             {"include_delayed": include_delayed},
-            lambda: drain(self.js, spec, include_delayed=include_delayed, settle_timeout=settle_timeout),
+            lambda: drain(self.nc, spec, include_delayed=include_delayed, settle_timeout=settle_timeout),
         )
 
     async def retry_failed(
@@ -694,7 +704,7 @@ class Controller:
             reason,
             role,
             {},
-            lambda: delete_job(self.js, self.catalog, job_id, queue, missing_ok=missing_ok),
+            lambda: delete_job(self.nc, self.catalog, job_id, queue, missing_ok=missing_ok),
         )
 
     async def audited(

@@ -9,14 +9,16 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from jetqueue import codec
+from jetqueue import codec, names
 from jetqueue.catalog import DEFAULT_MAX_BACKOFF_MS, Backoff, QueueSpec
 from jetqueue.errors import InvalidJob
+from jetqueue.publisher import Message
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +52,11 @@ class EventType(StrEnum):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def rfc3339(ms: int) -> str:
+    """A time in ms as RFC 3339 UTC with milliseconds (what a broker ``@at`` schedule takes)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_job_id() -> str:
@@ -268,6 +275,21 @@ class JobState(msgspec.Struct):
             raise ValueError(f"not a job state: {exc}") from exc
 
 
+_TTL_HEADERS: dict[int, dict[str, str]] = {}
+
+
+def state_message(st: JobState, ttl_s: int) -> Message:
+    """The put of a job's state into the ``jq-jobs`` bucket, expiring after ``ttl_s`` seconds.
+
+    ``KeyValue.put`` cannot carry a TTL, so states go straight to the bucket's
+    subject with a ``Nats-TTL`` header (server >= 2.11).
+    """
+    headers = _TTL_HEADERS.get(ttl_s)
+    if headers is None:
+        headers = _TTL_HEADERS.setdefault(ttl_s, {"Nats-TTL": f"{int(ttl_s)}s"})
+    return Message(names.state_subject(st.id), st.to_bytes(), headers)
+
+
 @dataclass(slots=True, frozen=True)
 class EnqueueResult:
     """What an enqueue returns."""
@@ -281,8 +303,6 @@ class EnqueueResult:
 
 
 def validate_job_id(job_id: str) -> str:
-    from jetqueue import names
-
     if not names.is_valid_token(job_id):
         raise InvalidJob("job_id must be 1-128 characters of letters, digits and _-:=@+ (no dots or spaces)")
     return job_id

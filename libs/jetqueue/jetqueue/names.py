@@ -88,6 +88,11 @@ def cron_filter(queue: str) -> str:
     return f"{PREFIX}.{queue}.cron.*"
 
 
+def delays_and_schedules_filter(queue: str) -> str:
+    """The delayed jobs and recurring schedules of a queue (two-token kinds: ``sched.<id>``, ``cron.<name>``)."""
+    return f"{PREFIX}.{queue}.*.*"
+
+
 def cron_paused_subject(queue: str, name: str) -> str:
     """Where a paused schedule's definition waits (no ``Nats-Schedule`` header: the broker fires nothing)."""
     return f"{PREFIX}.{queue}.cronpaused.{name}"
@@ -112,14 +117,24 @@ def queue_filter(queue: str) -> str:
     return f"{PREFIX}.{queue}.>"
 
 
+def cron_template_id(name: str) -> str:
+    """The id of a schedule's template envelope (the jobs it fires extend it)."""
+    return f"cron-{name}"
+
+
+def cron_job_prefix(name: str) -> str:
+    """What the id of every job a schedule fired or a "run now" made begins with."""
+    return f"{cron_template_id(name)}-"
+
+
 def cron_job_id(name: str, seq: int) -> str:
     """The id of the job a cron schedule fired: its name and the message's stream sequence."""
-    return f"cron-{name}-{seq}"
+    return f"{cron_job_prefix(name)}{seq}"
 
 
 def triggered_cron_job_id(name: str, ms: int) -> str:
     """The id of a job a schedule's "run now" enqueued: next to the fired ones (``cron-<name>-``)."""
-    return f"cron-{name}-t{ms}"
+    return f"{cron_job_prefix(name)}t{ms}"
 
 
 def queue_subjects(queue: str) -> list[str]:

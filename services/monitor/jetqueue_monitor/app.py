@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import nats.errors
@@ -22,6 +22,7 @@ from litestar.plugins.pydantic import PydanticPlugin
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetqueue import __version__, telemetry
 from jetqueue.catalog import Catalog, load_catalog
@@ -36,7 +37,7 @@ from jetqueue.errors import (
     ScheduleNotFound,
     UnknownQueue,
 )
-from jetqueue_monitor import audit, queries
+from jetqueue_monitor import audit, housekeeping, queries
 from jetqueue_monitor.api.actions import ActionsController, BulkFilterIn, BulkIn, IncidentIn, SnoozeIn
 from jetqueue_monitor.api.common import ReasonIn
 from jetqueue_monitor.api.routes import CleanIn, DangerIn, MonitorController, PauseIn
@@ -55,12 +56,12 @@ from jetqueue_monitor.auth import Authenticator, LoginLimiter, principal_of, ses
 from jetqueue_monitor.bulk import BulkRunner
 from jetqueue_monitor.db.engine import is_unavailable, make_engine, migrate, migrate_url
 from jetqueue_monitor.ingest import Ingestor
-from jetqueue_monitor.live import MonitorMetrics, Sampler
+from jetqueue_monitor.metrics import MonitorMetrics
+from jetqueue_monitor.sampler import Sampler
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import Store
 from jetqueue_monitor.tracker import JobTracker
 from jetqueue_monitor.ui import ui_routes
-from jetqueue_monitor.worker_health import lost_worker_counts
 
 log = logging.getLogger("jetqueue.monitor")
 
@@ -162,7 +163,7 @@ async def metrics(state: State) -> Response[bytes]:
     try:
         counts = await queries.worker_counts(state.store)
         workers = [(q, st, n) for q, per in counts.items() for st, n in per.items()]
-        lost: dict[str, int] | None = await lost_worker_counts(
+        lost: dict[str, int] | None = await queries.lost_worker_counts(
             state.store, window_s=state.settings.lost_worker_window_s
         )
     except Exception as exc:
@@ -262,48 +263,6 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
     store = Store(engine, catalog)
     metrics_ = MonitorMetrics()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        telemetry.setup_tracing("jetqueue-monitor")
-        # A migration may run longer than a request may: on PostgreSQL it gets an engine without the
-        # statement timeout. (SQLite has none, and its in-memory database lives in one engine only.)
-        await (migrate(engine) if engine.dialect.name == "sqlite" else migrate_url(settings.database_url))
-        await store.load_finished_totals()  # before ingest starts counting on top
-        nc, js = await connect_and_check(settings.common, name="jetqueue-monitor", catalog=catalog)
-        app.state.nc = nc
-        app.state.control = Control(nc, catalog, source="monitor")
-        ingestor = Ingestor(nc, store) if settings.ingest else None
-        sampler = Sampler(js, catalog, store, interval_s=settings.sample_interval_s)
-        tracker = _tracker(nc, catalog, store, sampler, settings)
-        app.state.sampler = sampler
-        app.state.ingestor = ingestor
-        app.state.tracker = tracker
-        await sampler.sample_once()
-        if ingestor is not None:
-            await ingestor.start()
-        if tracker is not None:
-            await tracker.start()
-        sampler.start()
-        stop_house = asyncio.Event()
-        house = asyncio.create_task(_housekeeping(store, settings, stop_house))
-        try:
-            yield
-        finally:
-            stop_house.set()
-            house.cancel()
-            await asyncio.gather(house, return_exceptions=True)
-            await sampler.stop()
-            await app.state.bulk.stop()
-            if tracker is not None:
-                await tracker.stop()
-            if ingestor is not None:
-                await ingestor.stop()
-            try:
-                await nc.drain()
-            except Exception:
-                await nc.close()
-            await engine.dispose()
-
     session = CookieBackendConfig(
         secret=_key(settings.session_secret),
         key="jq_session",
@@ -324,7 +283,7 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
             metrics,
             *ui_routes(),
         ],
-        lifespan=[lifespan],
+        lifespan=[_lifespan(settings, catalog, engine, store)],
         middleware=[session.middleware],
         state=State(
             {
@@ -349,6 +308,56 @@ def create_app(settings: MonitorSettings, *, catalog: Catalog | None = None) -> 
     return app
 
 
+def _lifespan(
+    settings: MonitorSettings, catalog: Catalog, engine: AsyncEngine, store: Store
+) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:
+    """What runs for the app's life: migrations, NATS, ingest, the tracker, the sampler, housekeeping."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        telemetry.setup_tracing("jetqueue-monitor")
+        # A migration may run longer than a request may: on PostgreSQL it gets an engine without the
+        # statement timeout. (SQLite has none, and its in-memory database lives in one engine only.)
+        await (migrate(engine) if engine.dialect.name == "sqlite" else migrate_url(settings.database_url))
+        await store.load_finished_totals()  # before ingest starts counting on top
+        nc, js = await connect_and_check(settings.common, name="jetqueue-monitor", catalog=catalog)
+        app.state.nc = nc
+        app.state.control = Control(nc, catalog, source="monitor")
+        ingestor = Ingestor(nc, store) if settings.ingest else None
+        sampler = Sampler(js, catalog, store, interval_s=settings.sample_interval_s)
+        tracker = _tracker(nc, catalog, store, sampler, settings)
+        app.state.sampler = sampler
+        app.state.ingestor = ingestor
+        app.state.tracker = tracker
+        await sampler.sample_once()
+        if ingestor is not None:
+            await ingestor.start()
+        if tracker is not None:
+            await tracker.start()
+        sampler.start()
+        stop_house = asyncio.Event()
+        house = asyncio.create_task(housekeeping.run(store, settings, stop_house))
+        try:
+            yield
+        finally:
+            stop_house.set()
+            house.cancel()
+            await asyncio.gather(house, return_exceptions=True)
+            await sampler.stop()
+            await app.state.bulk.stop()
+            if tracker is not None:
+                await tracker.stop()
+            if ingestor is not None:
+                await ingestor.stop()
+            try:
+                await nc.drain()
+            except Exception:
+                await nc.close()
+            await engine.dispose()
+
+    return lifespan
+
+
 def _tracker(
     nc: NatsClient, catalog: Catalog, store: Store, sampler: Sampler, settings: MonitorSettings
 ) -> JobTracker | None:
@@ -369,20 +378,3 @@ def _key(secret: str) -> bytes:
     import hashlib
 
     return hashlib.sha256(secret.encode()).digest()  # AES-256 key for the session cookie
-
-
-async def _housekeeping(store: Store, settings: MonitorSettings, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await store.refresh_worker_statuses(
-                offline_after_s=settings.offline_after_s,
-                degraded_ratio=settings.degraded_failure_ratio,
-                window=settings.degraded_window,
-            )
-            await store.expire()
-        except Exception as exc:
-            log.warning("housekeeping failed: %s", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=min(5.0, settings.offline_after_s / 3))
-        except TimeoutError:
-            pass

@@ -23,7 +23,8 @@ from jetqueue.control import AuditAction, EntityType, delete_job, promote_job, r
 from jetqueue.control import Controller as Control
 from jetqueue.errors import ConflictError, JetqueueError
 from jetqueue.job import now_ms
-from jetqueue_monitor.store import JobFilter, Store, job_query
+from jetqueue_monitor.queries import JobFilter, job_query
+from jetqueue_monitor.store import Store
 
 log = logging.getLogger("jetqueue.monitor.bulk")
 
@@ -203,7 +204,7 @@ async def _cancel(control: Control, store: Store, t: Target) -> bool:
 
 
 async def _delete(control: Control, store: Store, t: Target) -> bool:
-    await delete_job(control.js, control.catalog, t.job_id, t.queue, missing_ok=True)
+    await delete_job(control.nc, control.catalog, t.job_id, t.queue, missing_ok=True)
     await store.forget([t.job_id])
     return True
 

@@ -1,54 +1,35 @@
-"""Read models of the monitor API: overview, queues, incidents, jobs, workers, audit."""
+"""Every read of the monitor: overview, queues, job lists and search, workers, audit (writes: store.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, select, text
+from sqlalchemy import DateTime, Select, func, literal, select, text, tuple_, union
 
 from jetqueue.catalog import Catalog
+from jetqueue_monitor import incidents
+from jetqueue_monitor.clock import aware, utcnow
 from jetqueue_monitor.db.models import (
-    DURATION_BUCKETS_MS,
     AuditLog,
-    IncidentAck,
     Job,
     JobAttempt,
     JobStat,
     JobStatHourly,
     QueueSample,
     WorkerHeartbeat,
+    WorkerStatus,
 )
-from jetqueue_monitor.live import Snapshot
+from jetqueue_monitor.rollups import Stats, percentile
+from jetqueue_monitor.sampler import Snapshot
 from jetqueue_monitor.settings import MonitorSettings
-from jetqueue_monitor.store import (
-    JobFilter,
-    Store,
-    _aware,
-    add_stats,
-    empty_stats,
-    encode_cursor,
-    job_query,
-    utcnow,
-)
+from jetqueue_monitor.store import Store
 
 
 def iso(dt: datetime | None) -> str | None:
-    return _aware(dt).isoformat() if dt is not None else None  # type: ignore[union-attr]
-
-
-def percentile(hist: dict[str, int], q: float) -> float | None:
-    """Upper bound (ms) of the bucket holding quantile ``q`` of a merged duration histogram."""
-    total = sum(hist.values())
-    if not total:
-        return None
-    need = q * total
-    seen = 0
-    for i, ub in enumerate(DURATION_BUCKETS_MS):
-        seen += hist.get(str(i), 0)
-        if seen >= need:
-            return float(ub if ub < 10**9 else DURATION_BUCKETS_MS[-2])
-    return float(DURATION_BUCKETS_MS[-2])
+    return aware(dt).isoformat() if dt is not None else None  # type: ignore[union-attr]
 
 
 def stats_statements(since: datetime, queue: str | None = None) -> list[Select[Any]]:
@@ -84,31 +65,25 @@ def _stat_columns(model: type[JobStat] | type[JobStatHourly]) -> Select[Any]:
     )
 
 
-async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, dict[str, Any]]:
+async def stats_since(store: Store, since: datetime, queue: str | None = None) -> dict[str, Stats]:
     """Per-queue totals of the rollups since ``since`` (the same as summing the minute rows).
 
     Rows come back as plain tuples (no ORM objects) and are summed here, where
     the duration histograms merge the same way on SQLite and PostgreSQL.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Stats] = {}
     async with store.sessions() as s:
         for stmt in stats_statements(since, queue):
-            for q, completed, failed, retried, dsum, dcount, hist, last in await s.execute(stmt):
-                row = {"completed": completed, "failed": failed, "retried": retried, "sum": dsum, "count": dcount,
-                       "hist": hist, "last": last}  # fmt: skip
-                add_stats(out.setdefault(q, empty_stats()), row)
+            for row in await s.execute(stmt):
+                out.setdefault(row.queue, Stats()).add(Stats.of_row(row))
     return out
 
 
-def _merge(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    total = empty_stats()
+def _merge(stats: dict[str, Stats]) -> Stats:
+    total = Stats()
     for d in stats.values():
-        add_stats(total, d)
+        total.add(d)
     return total
-
-
-def _rate(completed: int, failed: int) -> float | None:
-    return round(completed / (completed + failed) * 100, 2) if completed + failed else None
 
 
 async def worker_counts(store: Store) -> dict[str, dict[str, int]]:
@@ -125,145 +100,6 @@ async def worker_counts(store: Store) -> dict[str, dict[str, int]]:
     return out
 
 
-def samples_at_statement(when: datetime) -> Select[Any]:
-    """The newest sample per queue taken at or before ``when`` (and at most 5 minutes before it)."""
-    newest = (
-        select(QueueSample.queue, func.max(QueueSample.ts).label("ts"))
-        .where(QueueSample.ts <= when, QueueSample.ts > when - timedelta(minutes=5))
-        .group_by(QueueSample.queue)
-        .subquery()
-    )
-    return select(QueueSample).join(newest, and_(QueueSample.queue == newest.c.queue, QueueSample.ts == newest.c.ts))
-
-
-async def _samples_at(store: Store, when: datetime) -> dict[str, QueueSample]:
-    async with store.sessions() as s:
-        return {row.queue: row for row in (await s.execute(samples_at_statement(when))).scalars()}
-
-
-async def incidents(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> list[dict[str, Any]]:
-    """Current anomalies, each with a drill-down the UI can follow."""
-    now = utcnow()
-    out: list[dict[str, Any]] = []
-    online = await worker_counts(store)
-    recent = await stats_since(store, now - timedelta(minutes=15))
-    before10 = await _samples_at(store, now - timedelta(minutes=10))
-    before15 = await _samples_at(store, now - timedelta(minutes=15))
-    for name, ql in snap.queues.items():
-        spec = catalog.get(name) if name in catalog else None
-        label = spec.display_name if spec else name
-        en = (spec.display_name_en or spec.display_name) if spec else name
-        info = ql.info
-        live_workers = sum(n for st, n in online.get(name, {}).items() if st != "OFFLINE")
-        if info.waiting > 0 and live_workers == 0 and not info.paused:
-            out.append(
-                _incident(
-                    "no_worker",
-                    name,
-                    "critical",
-                    f"{label}: 대기 작업 {info.waiting}개, 온라인 워커 없음",
-                    f"{en}: {info.waiting} waiting jobs and no online worker",
-                    {"tab": "workers", "queue": name},
-                )
-            )
-        old = before10.get(name)
-        if (
-            info.waiting >= settings.backlog_surge_min
-            and old is not None
-            and info.waiting >= settings.backlog_surge_factor * max(old.waiting, 1)
-        ):
-            out.append(
-                _incident(
-                    "backlog_surge",
-                    name,
-                    "warning",
-                    f"{label}: 대기열 급증 ({old.waiting} → {info.waiting}, 10분)",
-                    f"{en}: backlog surge ({old.waiting} → {info.waiting} in 10 min)",
-                    {"tab": "queues", "queue": name},
-                )
-            )
-        r = recent.get(name)
-        if r and r["failed"] + r["retried"] >= settings.failure_spike_min:
-            bad = r["failed"] + r["retried"]
-            ratio = bad / (bad + r["completed"])
-            if ratio >= settings.failure_spike_ratio:
-                out.append(
-                    _incident(
-                        "failure_spike",
-                        name,
-                        "critical",
-                        f"{label}: 실패율 급등 ({ratio:.0%}, 15분)",
-                        f"{en}: failure rate spike ({ratio:.0%} over 15 min)",
-                        {"tab": "jobs", "queue": name, "status": "failed"},
-                    )
-                )
-        if info.redelivered > 0:
-            out.append(
-                _incident(
-                    "stalled",
-                    name,
-                    "warning",
-                    f"{label}: 재전달된(멈춘) 작업 {info.redelivered}개",
-                    f"{en}: {info.redelivered} redelivered (stalled) job(s)",
-                    {"tab": "jobs", "queue": name, "status": "active"},
-                )
-            )
-        old15 = before15.get(name)
-        if old15 is not None and info.dead_lettered > old15.dlq:
-            out.append(
-                _incident(
-                    "dlq_growth",
-                    name,
-                    "warning",
-                    f"{label}: 실패 보관함 증가 ({old15.dlq} → {info.dead_lettered}, 15분)",
-                    f"{en}: dead-letter growth ({old15.dlq} → {info.dead_lettered} in 15 min)",
-                    {"tab": "jobs", "queue": name, "status": "failed"},
-                )
-            )
-    return out
-
-
-def _incident(kind: str, queue: str, severity: str, ko: str, en: str, drill: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "queue": queue,
-        "severity": severity,
-        "message": {"ko": ko, "en": en},
-        "drill_down": drill,
-        "acknowledged": None,
-        "snoozed_until": None,
-    }
-
-
-async def with_acks(store: Store, current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mark acknowledged and snoozed incidents; drop the acknowledgements of incidents that cleared.
-
-    An acknowledgement lasts while its incident stays open, a snooze until its
-    time: either ends when the incident clears, so a rule that fires again
-    later is news again.
-    """
-    now = utcnow()
-    async with store.sessions() as s:
-        acks = list((await s.execute(select(IncidentAck))).scalars())
-    if not acks:
-        return current
-    open_ = {(i["type"], i["queue"]): i for i in current}
-    stale = []
-    for a in acks:
-        until = _aware(a.until)
-        i = open_.get((a.type, a.queue))
-        if i is None or (a.kind == "snooze" and until is not None and until <= now):
-            stale.append(a.id)
-        elif a.kind == "ack":
-            i["acknowledged"] = {"by": a.actor, "at": iso(a.created_at), "reason": a.reason}
-        else:
-            i["snoozed_until"] = iso(until)
-    if stale:
-        async with store.sessions.begin() as s:
-            await s.execute(delete(IncidentAck).where(IncidentAck.id.in_(stale)))
-    return current
-
-
 async def overview(store: Store, snap: Snapshot, settings: MonitorSettings, catalog: Catalog) -> dict[str, Any]:
     now = utcnow()
     day = _merge(await stats_since(store, now - timedelta(hours=24)))
@@ -276,12 +112,12 @@ async def overview(store: Store, snap: Snapshot, settings: MonitorSettings, cata
         "active": sum(q.info.active for q in queues),
         "delayed": sum(q.info.scheduled for q in queues),
         "dead_lettered": sum(q.info.dead_lettered for q in queues),
-        "failed_24h": day["failed"],
-        "completed_24h": day["completed"],
-        "success_rate": _rate(day["completed"], day["failed"]),
-        "avg_duration_ms": round(day["sum"] / day["count"], 1) if day["count"] else None,
-        "p95_duration_ms": percentile(dict(day["hist"]), 0.95),
-        "incidents": await with_acks(store, await incidents(store, snap, settings, catalog)),
+        "failed_24h": day.failed,
+        "completed_24h": day.completed,
+        "success_rate": day.success_rate,
+        "avg_duration_ms": day.avg_duration_ms,
+        "p95_duration_ms": day.p95_duration_ms,
+        "incidents": await incidents.with_acks(store, await incidents.current(store, snap, settings, catalog)),
         "sampled_at": snap.at,
     }
 
@@ -303,15 +139,15 @@ async def queues(
     hour = await stats_since(store, now - timedelta(hours=1))
     five = await stats_since(store, now - timedelta(minutes=5))
     day = await stats_since(store, now - timedelta(hours=24))
-    inc = current if current is not None else await incidents(store, snap, settings, catalog)
+    inc = current if current is not None else await incidents.current(store, snap, settings, catalog)
     bad = {i["queue"] for i in inc if i["severity"] == "critical"}
     workers = await worker_counts(store)
     out = []
     for spec in catalog.queues:
         ql = snap.queues.get(spec.name)
         info = ql.info if ql else None
-        h = hour.get(spec.name, {})
-        d = day.get(spec.name, {})
+        h = hour.get(spec.name, Stats())
+        d = day.get(spec.name, Stats())
         out.append(
             {
                 "name": spec.name,
@@ -326,14 +162,14 @@ async def queues(
                 "delayed": info.scheduled if info else None,
                 "failed": info.dead_lettered if info else None,
                 "lag_seconds": ql.oldest_waiting_s if ql else None,
-                "jobs_per_min": round(five.get(spec.name, {}).get("completed", 0) / 5, 2),
-                "completed_1h": h.get("completed", 0),
-                "failed_1h": h.get("failed", 0),
-                "completed_24h": d.get("completed", 0),
-                "failed_24h": d.get("failed", 0),
-                "avg_duration_ms": round(h["sum"] / h["count"], 1) if h.get("count") else None,
-                "p95_duration_ms": percentile(dict(h["hist"]), 0.95) if h else None,
-                "last_processed_at": iso(d.get("last")),
+                "jobs_per_min": round(five.get(spec.name, Stats()).completed / 5, 2),
+                "completed_1h": h.completed,
+                "failed_1h": h.failed,
+                "completed_24h": d.completed,
+                "failed_24h": d.failed,
+                "avg_duration_ms": h.avg_duration_ms,
+                "p95_duration_ms": h.p95_duration_ms,
+                "last_processed_at": iso(d.last),
                 "workers": workers.get(spec.name, {}),
                 "concurrency": spec.concurrency,
                 "priority": spec.priority,
@@ -354,7 +190,7 @@ async def queue_detail(
     and 7 days ``history`` has one point per hour from the hourly rollups.
     """
     catalog.get(name)
-    current = await with_acks(store, await incidents(store, snap, settings, catalog))
+    current = await incidents.with_acks(store, await incidents.current(store, snap, settings, catalog))
     base = next(q for q in await queues(store, snap, settings, catalog, current=current) if q["name"] == name)
     now = utcnow()
     base["window"] = window
@@ -528,7 +364,7 @@ async def list_workers(store: Store) -> list[dict[str, Any]]:
             "failed_jobs": w.failed_jobs,
             "last_heartbeat": iso(w.last_heartbeat),
             "started_at": iso(w.started_at),
-            "uptime_s": round((now - _aware(w.started_at)).total_seconds()) if w.started_at else None,  # type: ignore[operator]
+            "uptime_s": round((now - aware(w.started_at)).total_seconds()) if w.started_at else None,  # type: ignore[operator]
         }
         for w in rows
     ]
@@ -591,3 +427,136 @@ async def list_audit(
         ],
         "next_before_id": rows[-1].id if more and rows else None,
     }
+
+
+async def lost_worker_counts(store: Store, *, window_s: float) -> dict[str, int]:
+    """``{queue: n}``: workers whose heartbeats stopped within the last ``window_s`` seconds.
+
+    A worker that stops cleanly sends a last heartbeat with status OFFLINE; one
+    that crashed, was OOM-killed or lost its network just goes quiet, and the
+    monitor marks it OFFLINE after ``offline_after_s``. Only the second kind is
+    counted (the rows of cleanly stopped workers stay in the table for the
+    UI's history, so a plain OFFLINE count only ever grows with deployments).
+    A worker coming back under the same id (a restarted container) leaves the count.
+    """
+    since = utcnow() - timedelta(seconds=window_s)
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(WorkerHeartbeat.queue_name, func.count())
+            .where(
+                WorkerHeartbeat.status == WorkerStatus.OFFLINE.value,
+                WorkerHeartbeat.reported_status != WorkerStatus.OFFLINE.value,
+                WorkerHeartbeat.last_heartbeat >= since,
+            )
+            .group_by(WorkerHeartbeat.queue_name)
+        )
+        return {str(queue): int(n) for queue, n in rows}
+
+
+# --------------------------------------------------------------------------- job lists
+@dataclass(slots=True)
+class JobFilter:
+    queue: str | None = None
+    status: str | None = None
+    statuses: tuple[str, ...] | None = None  # any of these (a bulk action's applicable states)
+    ids: tuple[str, ...] | None = None  # only these jobs (a bulk action's selection)
+    level: int | None = None
+    name: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Any stored job id (no NUL: the API refuses it in a query) after the creation time.
+CURSOR_PATTERN = r"^([0-9]{1,16})\.([^\x00]{1,128})$"
+CURSOR_RE = re.compile(CURSOR_PATTERN)
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    """``<created_at in µs since 1970>.<job_id>``: every string of that shape is a valid cursor, so the
+    API can state it as a pattern (an opaque encoding would accept strings it then refuses)."""
+    return f"{(aware(created_at) - EPOCH) // timedelta(microseconds=1)}.{job_id}"  # type: ignore[operator]
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError on a cursor this service did not make."""
+    m = CURSOR_RE.fullmatch(cursor)
+    if m is None:
+        raise ValueError("invalid cursor")
+    return EPOCH + timedelta(microseconds=int(m.group(1))), m.group(2)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def id_prefix(prefix: str, dialect: str) -> list[Any]:
+    """Conditions for job ids starting with ``prefix`` (case-sensitive), served by an index on PostgreSQL."""
+    if dialect != "postgresql":
+        # job ids are case-sensitive: SQLite's LIKE is not, so there the prefix is compared as a substring
+        return [func.substr(Job.job_id, 1, len(prefix)) == prefix]
+    # the prefix as an explicit byte-order range on the pattern-ops index: the planner derives it
+    # from LIKE for a constant, not for a bound parameter; LIKE stays as the exact check
+    hi = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
+    return [
+        Job.job_id.op("~>=~")(prefix),
+        Job.job_id.op("~<~")(hi),
+        Job.job_id.like(f"{_escape_like(prefix)}%", escape="\\"),
+    ]
+
+
+def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "sqlite") -> Select[Any]:
+    """Jobs matching ``f``, newest first, ``limit + 1`` rows after ``cursor``.
+
+    ``q`` matches a job-id prefix or a word in the error. As one condition
+    (``job_id LIKE 'x%' OR error ILIKE '%x%'``) no index serves the OR, and the
+    database walks every job from the newest until enough match: for a job id,
+    the whole table. So each alternative is its own arm, ordered and limited,
+    and the (at most 2 x (limit + 1)) rows of both are merged: the job-id arm a
+    range scan of ix_jobs_job_id_pattern (PostgreSQL; the primary key cannot
+    serve LIKE outside the C collation), the error arm a newest-first walk of
+    the partial index of errored jobs.
+    """
+    conds: list[Any] = []
+    if f.queue:
+        conds.append(Job.queue == f.queue)
+    if f.status:
+        conds.append(Job.status == f.status)
+    if f.statuses is not None:
+        conds.append(Job.status.in_(f.statuses))
+    if f.ids is not None:
+        conds.append(Job.job_id.in_(f.ids))
+    if f.level is not None:
+        conds.append(Job.level == f.level)
+    if f.name:
+        conds.append(Job.name == f.name)
+    if f.user_id:
+        conds.append(Job.user_id == f.user_id)
+    if f.since:
+        conds.append(Job.created_at >= f.since)
+    if f.until:
+        conds.append(Job.created_at < f.until)
+    if cursor:
+        c_at, c_id = decode_cursor(cursor)
+        # a row value: one index range instead of an OR the planner cannot use as a bound
+        conds.append(tuple_(Job.created_at, Job.job_id) < tuple_(literal(c_at, DateTime(timezone=True)), c_id))
+    order = (Job.created_at.desc(), Job.job_id.desc())
+    if not f.q:
+        return select(Job).where(*conds).order_by(*order).limit(limit + 1)
+    needle = _escape_like(f.q)
+    by_id = select(Job.job_id, Job.created_at).where(*conds, *id_prefix(f.q, dialect)).order_by(*order).limit(limit + 1)
+    by_error = (
+        select(Job.job_id, Job.created_at)
+        .where(*conds, Job.error.is_not(None), Job.error.ilike(f"%{needle}%", escape="\\"))
+        .order_by(*order)
+        .limit(limit + 1)
+    )
+    hits = union(by_id.subquery().select(), by_error.subquery().select()).subquery()
+    return (
+        select(Job)
+        .join(hits, Job.job_id == hits.c.job_id)
+        .order_by(hits.c.created_at.desc(), hits.c.job_id.desc())
+        .limit(limit + 1)
+    )

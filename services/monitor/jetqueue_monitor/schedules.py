@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from jetqueue import names
 from jetqueue.client import CronSchedule, JobClient, to_broker_cron
+from jetqueue_monitor.clock import ms_to_dt, utcnow
 from jetqueue_monitor.cronexpr import next_run
 from jetqueue_monitor.db.models import Job
-from jetqueue_monitor.queries import iso
-from jetqueue_monitor.store import Store, id_prefix, ms_to_dt, utcnow
+from jetqueue_monitor.queries import id_prefix, iso
+from jetqueue_monitor.store import Store
 
 LAST_RUNS = 14  # points of the sparkline
 # what follows "cron-<name>-" in the id of a job the schedule fired (stream seq) or a "run now" made (t<ms)
@@ -20,7 +22,7 @@ RUN_SUFFIX = re.compile(r"t?[0-9]+")
 
 async def last_runs(store: Store, queue: str, name: str, n: int = LAST_RUNS) -> list[dict[str, Any]]:
     """The newest ``n`` jobs of a schedule, newest first: ids ``cron-<name>-<seq>`` or ``cron-<name>-t<ms>``."""
-    prefix = f"cron-{name}-"
+    prefix = names.cron_job_prefix(name)
     stmt = (
         select(Job.job_id, Job.status, Job.created_at, Job.finished_at, Job.duration_ms)
         .where(Job.queue == queue, *id_prefix(prefix, store.dialect))

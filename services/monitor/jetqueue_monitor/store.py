@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
-    Select,
     and_,
     bindparam,
     case,
     delete,
     func,
     insert,
-    literal,
     select,
     text,
-    tuple_,
-    union,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from jetqueue.catalog import Catalog
 from jetqueue.events import Heartbeat
+from jetqueue.job import TERMINAL_STATUSES, EventType, JobStatus
+from jetqueue_monitor.clock import ms_to_dt, utcnow
 from jetqueue_monitor.db.models import (
-    DURATION_BUCKETS_MS,
     AuditLog,
     IncidentAck,
     IngestOffset,
@@ -43,52 +37,22 @@ from jetqueue_monitor.db.models import (
     WorkerHeartbeat,
     WorkerStatus,
 )
+from jetqueue_monitor.rollups import COUNTED, Stats
 
-TERMINAL = {"completed", "failed", "cancelled"}
-UNSETTLED = ("waiting", "scheduled")  # known from their message alone: no worker has taken them yet
+TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
+# known from their message alone: no worker has taken them yet
+UNSETTLED = (JobStatus.WAITING.value, JobStatus.SCHEDULED.value)
 STATS_HOURLY_KEEP_DAYS = 90
-# lifecycle record type -> job status
-STATUS_OF = {
-    "started": "active",
-    "progress": "active",
-    "completed": "completed",
-    "retrying": "scheduled",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "stalled": "active",
+# lifecycle record type -> the job's status after it
+STATUS_OF: dict[str, str] = {
+    EventType.STARTED: JobStatus.ACTIVE,
+    EventType.PROGRESS: JobStatus.ACTIVE,
+    EventType.COMPLETED: JobStatus.COMPLETED,
+    EventType.RETRYING: JobStatus.SCHEDULED,
+    EventType.FAILED: JobStatus.FAILED,
+    EventType.CANCELLED: JobStatus.CANCELLED,
+    EventType.STALLED: JobStatus.ACTIVE,
 }
-
-
-def empty_stats() -> dict[str, Any]:
-    """Totals of finished attempts: counts, duration sum/count, histogram (bucket -> n), newest finish."""
-    return {"completed": 0, "failed": 0, "retried": 0, "sum": 0, "count": 0, "hist": {}, "last": None}
-
-
-def add_stats(into: dict[str, Any], d: dict[str, Any]) -> None:
-    """Add the totals ``d`` (shaped as :func:`empty_stats`) to ``into``."""
-    for k in ("completed", "failed", "retried", "sum", "count"):
-        into[k] += d[k]
-    hist = into["hist"]
-    for b, n in (d["hist"] or {}).items():
-        hist[b] = hist.get(b, 0) + n
-    last = _aware(d["last"])
-    if last is not None and (into["last"] is None or last > into["last"]):
-        into["last"] = last
-
-
-def ms_to_dt(ms: int | float | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if dt is not None and dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt
 
 
 class Store:
@@ -205,60 +169,40 @@ class Store:
 
     async def _rollup(self, s: AsyncSession, records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
         """Add finished attempts to the minute and hour rollups; returns completed/failed per queue."""
-        deltas: dict[tuple[str, datetime], dict[str, Any]] = {}
+        deltas: dict[tuple[str, datetime], Stats] = {}
         for r in records:
             kind = r.get("type") if isinstance(r, dict) else None
-            if kind not in ("completed", "failed", "retrying") or not r.get("queue") or not r.get("ts"):
+            if kind not in COUNTED or not r.get("queue") or not r.get("ts"):
                 continue
             ts = int(r["ts"])
             key = (str(r["queue"]), datetime.fromtimestamp((ts - ts % 60_000) / 1000, UTC))
-            d = deltas.setdefault(key, empty_stats())
-            d[{"completed": "completed", "failed": "failed", "retrying": "retried"}[kind]] += 1
-            dur = r.get("duration_ms")
-            if kind == "completed" and isinstance(dur, int | float):
-                d["sum"] += int(dur)
-                d["count"] += 1
-                b = str(next(i for i, ub in enumerate(DURATION_BUCKETS_MS) if dur <= ub))
-                d["hist"][b] = d["hist"].get(b, 0) + 1
-            when = ms_to_dt(ts)
-            if kind in ("completed", "failed") and (d["last"] is None or when > d["last"]):
-                d["last"] = when
+            deltas.setdefault(key, Stats()).count(kind, r.get("duration_ms"), ms_to_dt(ts))
         if not deltas:
             return {}
-        hours: dict[tuple[str, datetime], dict[str, Any]] = {}
+        hours: dict[tuple[str, datetime], Stats] = {}
         for (queue, minute), d in deltas.items():
-            add_stats(hours.setdefault((queue, minute.replace(minute=0)), empty_stats()), d)
+            hours.setdefault((queue, minute.replace(minute=0)), Stats()).add(d)
         for model, rows in ((JobStat, deltas), (JobStatHourly, hours)):
             for key, d in rows.items():
                 await self._add_stat(s, model, key, d)
         totals: dict[str, dict[str, int]] = {}
         for (queue, _hour), h in hours.items():
             t = totals.setdefault(queue, {"completed": 0, "failed": 0})
-            t["completed"] += h["completed"]
-            t["failed"] += h["failed"]
+            t["completed"] += h.completed
+            t["failed"] += h.failed
         return totals
 
     @staticmethod
-    async def _add_stat(s: AsyncSession, model: Any, key: tuple[str, datetime], d: dict[str, Any]) -> None:
+    async def _add_stat(s: AsyncSession, model: Any, key: tuple[str, datetime], d: Stats) -> None:
         """Add the totals ``d`` to the rollup row ``key`` of ``model`` (created when missing)."""
         row = await s.get(model, key)
         if row is None:
             row = model(queue=key[0], completed=0, failed=0, retried=0, duration_sum_ms=0, duration_count=0, hist={})
             setattr(row, "minute" if model is JobStat else "hour", key[1])
             s.add(row)
-        cur = {
-            "completed": row.completed,
-            "failed": row.failed,
-            "retried": row.retried,
-            "sum": row.duration_sum_ms,
-            "count": row.duration_count,
-            "hist": dict(row.hist or {}),
-            "last": _aware(row.last_finished_at),
-        }
-        add_stats(cur, d)
-        row.completed, row.failed, row.retried = cur["completed"], cur["failed"], cur["retried"]
-        row.duration_sum_ms, row.duration_count, row.hist = cur["sum"], cur["count"], cur["hist"]
-        row.last_finished_at = cur["last"]
+        cur = Stats.of_row(row)
+        cur.add(d)
+        cur.write_to(row)
 
     def _fold(self, job: Job, r: dict[str, Any], attempts: dict[tuple[str, int, int], dict[str, Any]]) -> None:
         ts = int(r.get("ts") or 0)
@@ -707,112 +651,3 @@ _RUN_COLUMNS = (
 )  # fmt: skip
 
 _ORDER = {"started": 0, "stalled": 0, "progress": 1, "retrying": 2, "completed": 3, "failed": 3, "cancelled": 3}
-
-
-# ------------------------------------------------------------ reads
-@dataclass(slots=True)
-class JobFilter:
-    queue: str | None = None
-    status: str | None = None
-    statuses: tuple[str, ...] | None = None  # any of these (a bulk action's applicable states)
-    ids: tuple[str, ...] | None = None  # only these jobs (a bulk action's selection)
-    level: int | None = None
-    name: str | None = None
-    user_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    q: str | None = None
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Any stored job id (no NUL: the API refuses it in a query) after the creation time.
-CURSOR_PATTERN = r"^([0-9]{1,16})\.([^\x00]{1,128})$"
-CURSOR_RE = re.compile(CURSOR_PATTERN)
-
-
-def encode_cursor(created_at: datetime, job_id: str) -> str:
-    """``<created_at in µs since 1970>.<job_id>``: every string of that shape is a valid cursor, so the
-    API can state it as a pattern (an opaque encoding would accept strings it then refuses)."""
-    return f"{(_aware(created_at) - EPOCH) // timedelta(microseconds=1)}.{job_id}"  # type: ignore[operator]
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError on a cursor this service did not make."""
-    m = CURSOR_RE.fullmatch(cursor)
-    if m is None:
-        raise ValueError("invalid cursor")
-    return EPOCH + timedelta(microseconds=int(m.group(1))), m.group(2)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def id_prefix(prefix: str, dialect: str) -> list[Any]:
-    """Conditions for job ids starting with ``prefix`` (case-sensitive), served by an index on PostgreSQL."""
-    if dialect != "postgresql":
-        # job ids are case-sensitive: SQLite's LIKE is not, so there the prefix is compared as a substring
-        return [func.substr(Job.job_id, 1, len(prefix)) == prefix]
-    # the prefix as an explicit byte-order range on the pattern-ops index: the planner derives it
-    # from LIKE for a constant, not for a bound parameter; LIKE stays as the exact check
-    hi = prefix[:-1] + chr(min(ord(prefix[-1]) + 1, 0x10FFFF))
-    return [
-        Job.job_id.op("~>=~")(prefix),
-        Job.job_id.op("~<~")(hi),
-        Job.job_id.like(f"{_escape_like(prefix)}%", escape="\\"),
-    ]
-
-
-def job_query(f: JobFilter, cursor: str | None, limit: int, *, dialect: str = "sqlite") -> Select[Any]:
-    """Jobs matching ``f``, newest first, ``limit + 1`` rows after ``cursor``.
-
-    ``q`` matches a job-id prefix or a word in the error. As one condition
-    (``job_id LIKE 'x%' OR error ILIKE '%x%'``) no index serves the OR, and the
-    database walks every job from the newest until enough match: for a job id,
-    the whole table. So each alternative is its own arm, ordered and limited,
-    and the (at most 2 x (limit + 1)) rows of both are merged: the job-id arm a
-    range scan of ix_jobs_job_id_pattern (PostgreSQL; the primary key cannot
-    serve LIKE outside the C collation), the error arm a newest-first walk of
-    the partial index of errored jobs.
-    """
-    conds: list[Any] = []
-    if f.queue:
-        conds.append(Job.queue == f.queue)
-    if f.status:
-        conds.append(Job.status == f.status)
-    if f.statuses is not None:
-        conds.append(Job.status.in_(f.statuses))
-    if f.ids is not None:
-        conds.append(Job.job_id.in_(f.ids))
-    if f.level is not None:
-        conds.append(Job.level == f.level)
-    if f.name:
-        conds.append(Job.name == f.name)
-    if f.user_id:
-        conds.append(Job.user_id == f.user_id)
-    if f.since:
-        conds.append(Job.created_at >= f.since)
-    if f.until:
-        conds.append(Job.created_at < f.until)
-    if cursor:
-        c_at, c_id = decode_cursor(cursor)
-        # a row value: one index range instead of an OR the planner cannot use as a bound
-        conds.append(tuple_(Job.created_at, Job.job_id) < tuple_(literal(c_at, DateTime(timezone=True)), c_id))
-    order = (Job.created_at.desc(), Job.job_id.desc())
-    if not f.q:
-        return select(Job).where(*conds).order_by(*order).limit(limit + 1)
-    needle = _escape_like(f.q)
-    by_id = select(Job.job_id, Job.created_at).where(*conds, *id_prefix(f.q, dialect)).order_by(*order).limit(limit + 1)
-    by_error = (
-        select(Job.job_id, Job.created_at)
-        .where(*conds, Job.error.is_not(None), Job.error.ilike(f"%{needle}%", escape="\\"))
-        .order_by(*order)
-        .limit(limit + 1)
-    )
-    hits = union(by_id.subquery().select(), by_error.subquery().select()).subquery()
-    return (
-        select(Job)
-        .join(hits, Job.job_id == hits.c.job_id)
-        .order_by(hits.c.created_at.desc(), hits.c.job_id.desc())
-        .limit(limit + 1)
-    )

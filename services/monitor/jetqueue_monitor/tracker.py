@@ -39,9 +39,10 @@ from jetqueue import codec, names
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.client import H_RUN_AT, H_SCHEDULE_TARGET
 from jetqueue.job import JobState, JobStatus, now_ms
+from jetqueue_monitor.clock import ms_to_dt, utcnow
 from jetqueue_monitor.db.engine import is_unavailable
-from jetqueue_monitor.live import Snapshot
-from jetqueue_monitor.store import Store, ms_to_dt, utcnow
+from jetqueue_monitor.sampler import Snapshot
+from jetqueue_monitor.store import Store
 
 log = logging.getLogger("jetqueue.monitor.tracker")
 

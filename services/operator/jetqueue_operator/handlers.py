@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -20,7 +20,7 @@ from opentelemetry import trace
 from jetqueue import telemetry
 from jetqueue.catalog import Catalog, QueueSpec
 from jetqueue.connection import ERR_INSUFFICIENT_RESOURCES, ERR_REPLICAS_NOT_SUPPORTED, delete_queue
-from jetqueue.control import Controller, QueueInfo, queue_info
+from jetqueue.control import Controller, QueueInfo, pause_end, queue_info
 from jetqueue.errors import JetqueueError
 from jetqueue_operator import GROUP, JOBQUEUES, QUEUEACTIONS, VERSION, workload
 from jetqueue_operator.conditions import (
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "jetqueue.io/cleanup"
 # An open-ended pause is stored as a pause until a century from now.
-_OPEN_ENDED = timedelta(days=365 * 50)
 
 
 @dataclass(slots=True)
@@ -89,21 +88,9 @@ def _owner(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def _paused_until(stamp: str | None) -> str | None:
-    if not stamp:
-        return None
-    try:
-        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return stamp
-    if when - datetime.now(UTC) > _OPEN_ENDED:
-        return None
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _counts(info: QueueInfo, conds: Conditions) -> dict[str, Any]:
     """The status fields read from NATS (and the Paused condition), shared by reconciles and actions."""
-    until = _paused_until(info.pause_until) if info.paused else None
+    until = pause_end(info.pause_until) if info.paused else None
     conds.set(
         PAUSED,
         info.paused,

@@ -18,7 +18,6 @@ texts that would not fit are cut and marked (:func:`truncated`).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -29,7 +28,7 @@ from jetqueue.client import H_MSG_ID, H_RUN_AT, H_SCHEDULE, H_SCHEDULE_TARGET, J
 from jetqueue.control import H_ERROR, H_FAILED_AT, H_ORIGINAL_SUBJECT, H_REASON
 from jetqueue.errors import JetqueueError
 from jetqueue.events import LifecycleRecord
-from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms
+from jetqueue.job import Envelope, EventType, JobState, JobStatus, now_ms, rfc3339, state_message
 from jetqueue.publisher import Message
 from jetqueue_worker.settle import ACK, TERM, Outcome
 
@@ -38,10 +37,6 @@ log = logging.getLogger("jetqueue.worker")
 MAX_ERROR_LEN = 4000
 # Room kept under the server's max payload for headers and the events batch around a record.
 HEADROOM = 8 * 1024
-
-
-def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class NoMsg:
@@ -67,7 +62,6 @@ class Outcomes:
         self.client = client
         self.max_state_bytes = max(max_payload - HEADROOM, 4096)
         self.max_record_bytes = min(self.max_state_bytes, max_record)
-        self._ttl_headers: dict[int, dict[str, str]] = {}
 
     # ----------------------------------------------------------- building blocks
     def record(self, type_: EventType, env: Envelope, **kw: Any) -> bytes:
@@ -106,17 +100,14 @@ class Outcomes:
         )
 
     def state_message(self, st: JobState, ttl: int) -> Message:
-        """The put of ``st`` into the jobs bucket, expiring after ``ttl`` seconds."""
-        raw = st.to_bytes()
-        if len(raw) > self.max_state_bytes:
+        """The put of ``st`` into the jobs bucket, expiring after ``ttl`` seconds; cut to fit if it must be."""
+        m = state_message(st, ttl)
+        if len(m.payload) > self.max_state_bytes:
             st.result = truncated(st.result, 2000)
             st.error = clip(st.error, MAX_ERROR_LEN)
             st.errors = [e[:1000] for e in st.errors[-10:]]
-            raw = st.to_bytes()
-        headers = self._ttl_headers.get(ttl)
-        if headers is None:
-            headers = self._ttl_headers[ttl] = {"Nats-TTL": f"{int(ttl)}s"}
-        return Message(names.state_subject(st.id), raw, headers)
+            m = state_message(st, ttl)
+        return m
 
     # ------------------------------------------------------------------ endings
     def completed(

@@ -570,7 +570,7 @@ class Worker:
         msg = h.msg
         try:
             _q, kind, _lvl, token = names.parse_job_subject(msg.subject)
-            job_id = token if kind == "job" else f"cron-{token}-{h.seq}"
+            job_id = token if kind == "job" else names.cron_job_id(token, h.seq)
             env = Envelope.from_bytes(msg.data, self.spec, job_id=job_id)
         except (InvalidJob, ValueError) as exc:
             self.series.malformed.inc()
@@ -866,7 +866,7 @@ class Worker:
         try:
             _q, kind, _lvl, token = names.parse_job_subject(m.subject or "")
             env = Envelope.from_bytes(
-                m.data or b"", self.spec, job_id=token if kind == "job" else f"cron-{token}-{seq}"
+                m.data or b"", self.spec, job_id=token if kind == "job" else names.cron_job_id(token, seq)
             )
         except (InvalidJob, ValueError):
             return

@@ -18,12 +18,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from jetqueue.control import AuditAction, EntityType
 from jetqueue.names import QUEUE_RE, TOKEN_RE
-from jetqueue_monitor import queries
+from jetqueue_monitor import incidents
 from jetqueue_monitor.api.common import Reason, control, principal, rfc3339, sign, verify
 from jetqueue_monitor.api.spec import NO_NUL, SECURITY, JobStatus, errors
 from jetqueue_monitor.auth import admin, audit_refused, operator, viewer
 from jetqueue_monitor.bulk import BulkRunner, targets
-from jetqueue_monitor.store import JobFilter, utcnow
+from jetqueue_monitor.clock import utcnow
+from jetqueue_monitor.queries import JobFilter
 
 Moment = Annotated[datetime | None, BeforeValidator(rfc3339)]
 INCIDENT_TYPES = Literal["no_worker", "backlog_surge", "failure_spike", "stalled", "dlq_growth"]
@@ -242,7 +243,7 @@ async def _acknowledge(
     request: Request[Any, Any, Any], state: State, data: IncidentIn, how: str, until: datetime | None
 ) -> dict[str, Any]:
     p = principal(request)
-    current = await queries.incidents(state.store, state.sampler.snapshot, state.settings, state.catalog)
+    current = await incidents.current(state.store, state.sampler.snapshot, state.settings, state.catalog)
     if not any(i["type"] == data.type and i["queue"] == data.queue for i in current):
         raise NotFoundException(f"no open {data.type} incident on {data.queue!r}")
 

@@ -19,7 +19,7 @@ from litestar.response import ServerSentEvent
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from jetqueue import artifacts
-from jetqueue.control import queue_info
+from jetqueue.control import AuditAction, EntityType, queue_info
 from jetqueue.errors import JobNotFound, UnknownQueue
 from jetqueue.job import now_ms
 from jetqueue_monitor import queries
@@ -53,7 +53,7 @@ from jetqueue_monitor.api.spec import (
 )
 from jetqueue_monitor.auth import admin, audit_refused, operator, viewer
 from jetqueue_monitor.db.engine import is_unavailable
-from jetqueue_monitor.store import CURSOR_PATTERN, JobFilter, decode_cursor
+from jetqueue_monitor.queries import CURSOR_PATTERN, JobFilter, decode_cursor
 from jetqueue_monitor.summary import summarize
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="at most this many items")]
@@ -273,23 +273,21 @@ class MonitorController(Controller):
             )
             res["records_removed"] = await state.store.delete_finished(name, "failed", data.older_than_s)
             return res
-        removed = await state.store.delete_finished(name, "completed", data.older_than_s)
-        await state.store.insert_audit(
-            {
-                "actor": p.name,
-                "role": p.role_name,
-                "action": "QUEUE_CLEAN",
-                "entity_type": "QUEUE",
-                "entity_id": name,
-                "ok": True,
-                "reason": data.reason,
-                "source": "monitor",
-                "params": {"state": "completed", "older_than_s": data.older_than_s},
-                "result": {"removed": removed},
-                "ts": int(time.time() * 1000),
-            }
+
+        async def remove_completed() -> dict[str, Any]:
+            return {"removed": await state.store.delete_finished(name, "completed", data.older_than_s)}
+
+        # Completed jobs live only in the monitor's database; the action is audited like every other one.
+        return await control(state).audited(
+            AuditAction.QUEUE_CLEAN,
+            EntityType.QUEUE,
+            name,
+            remove_completed,
+            actor=p.name,
+            role=p.role_name,
+            reason=data.reason,
+            params={"state": "completed", "older_than_s": data.older_than_s},
         )
-        return {"removed": removed}
 
     @get(
         "/jobs",
