@@ -6,11 +6,15 @@ import asyncio
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
+from jetqueue.connection import connect_and_check
 from jetqueue.embedded import EmbeddedNats
 from jetqueue.errors import NatsUnavailable
 from jetqueue.publisher import Message, Publisher, Wire
+from jetqueue.settings import CommonSettings
+from tests.conftest import eventually
 
 
 @pytest.fixture
@@ -76,6 +80,56 @@ async def test_messages_published_across_a_server_restart_are_all_confirmed(
     info = await nc.jetstream().stream_info(stream)
     assert info.state.messages == 2000  # every message stored once (the id dedupes the ones sent twice)
     assert pub.in_flight == 0
+
+
+async def test_after_a_reconnect_unconfirmed_messages_go_out_again_at_once(
+    nats_server: EmbeddedNats, nc: NatsClient, common: CommonSettings
+) -> None:
+    """The answers to what was sent on a lost connection never come: the publisher does not wait out
+    ack_timeout (30 s here) but sends again once reconnected. A worker that waited let its job's lease
+    run out before the job's state was written again, and the job ran twice (cluster fault test).
+
+    A responder stands in for a stream whose leader died: it takes the first copy without answering
+    and answers the copy sent again."""
+    seen: set[bytes] = set()
+    responder, _js = await connect_and_check(common, name="responder")
+
+    async def answer(msg: Msg) -> None:
+        if msg.data in seen:
+            await msg.respond(b'{"stream":"LOST","seq":1}')
+        seen.add(msg.data)
+
+    await responder.subscribe("lostleader.x", cb=answer)
+    await responder.flush()
+    task = asyncio.create_task(Publisher(nc).publish([Message("lostleader.x", b"state")], ack_timeout=30.0))
+
+    async def first_copy_arrived() -> bool:
+        return bool(seen)
+
+    await eventually(first_copy_arrived, timeout=5, what="the first copy")
+    await asyncio.to_thread(nats_server.stop)
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(nats_server.start)
+    results = await asyncio.wait_for(task, 15)  # reconnect (a few seconds) + one round, far below 30 s
+    assert results[0].error is None and results[0].seq == 1
+    await responder.close()
+
+
+async def test_no_stream_is_never_taken_for_stored_with_details_off(nc: NatsClient) -> None:
+    """The worker settles with details off; a "no responders" answer (no stream, or a stream without a
+    leader during a cluster election) must be retried, not read as a PubAck: the job would be acked
+    with its state and records never stored (found by the cluster fault test)."""
+    with pytest.raises(NatsUnavailable, match="did not confirm"):
+        await Publisher(nc).publish([Message("nostream.here", b"x")], ack_timeout=0.3, deadline=1.0, details=False)
+
+
+async def test_a_leaderless_stream_does_not_turn_fast_batches_off(nc: NatsClient) -> None:
+    """Batches answered by "no responders" (no leader yet) are published again; only refusals count."""
+    pub = Publisher(nc, fast_prefix="gone.")
+    for _ in range(4):
+        with pytest.raises(NatsUnavailable):
+            await pub.publish([Message(f"gone.{i}", b"x") for i in range(10)], ack_timeout=0.3, deadline=0.5)
+    assert pub._fast_ok
 
 
 async def test_states_go_out_as_one_fast_batch(nc: NatsClient) -> None:

@@ -122,6 +122,37 @@ def _give_up(done: asyncio.Future[None]) -> None:
         done.set_result(None)  # the replies still missing are published again
 
 
+# How often a wait for PubAcks looks for a reconnect.
+WATCH_S = 0.25
+
+
+class _Watch:
+    """Ends a wait for PubAcks at its timeout, or as soon as the connection was re-established:
+    the answers to what went out on the old connection will not come, and waiting out the timeout
+    let a job's lease run out before its state was written again (it then ran twice)."""
+
+    __slots__ = ("done", "end", "handle", "nc", "reconnects")
+
+    def __init__(self, nc: NatsClient, done: asyncio.Future[None], timeout: float) -> None:
+        loop = done.get_loop()
+        self.nc, self.done, self.end = nc, done, loop.time() + timeout
+        self.reconnects = nc.stats["reconnects"]
+        self.handle = loop.call_later(min(WATCH_S, timeout), self._tick)
+
+    def _tick(self) -> None:
+        if self.done.done():
+            return
+        loop = self.done.get_loop()
+        now = loop.time()
+        if now >= self.end or self.nc.stats["reconnects"] != self.reconnects:
+            self.done.set_result(None)
+            return
+        self.handle = loop.call_later(min(WATCH_S, self.end - now), self._tick)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
 def _one_line(value: str) -> str:
     return value.replace("\r", " ").replace("\n", " ")
 
@@ -283,14 +314,14 @@ class Publisher:
                 timeout = ack_timeout if end is None else max(min(ack_timeout, end - time.monotonic()), 0.0)
                 if not batch.done.done():
                     # A timer that ends the wait, not wait_for(shield(...)): two tasks per publish.
-                    timer = asyncio.get_running_loop().call_later(timeout, _give_up, batch.done)
+                    watch = _Watch(self.nc, batch.done, timeout)
                     await batch.done
-                    timer.cancel()
+                    watch.cancel()
             todo = []
             for i, raw in enumerate(batch.replies):
                 if results[i] is not None:
                     continue
-                res = None if raw is None else (_parse(raw) if details or b'"error"' in raw else _STORED)
+                res = None if raw is None else (_STORED if not details and _plain_ack(raw) else _parse(raw))
                 if res is None or (res.error and _transient(res)):
                     todo.append(i)
                     batch.replies[i] = None
@@ -347,10 +378,15 @@ class Publisher:
         if entry is None:
             return
         batch, indices = entry
-        try:
-            body = json.loads(data)
-        except ValueError:
-            body = {"error": {"description": f"unreadable batch ack {data[:80]!r}"}}
+        if not data:
+            # "no responders": the stream has no leader (an election) or is gone. Nothing of the
+            # batch is stored; it goes out again, and it says nothing about batches being allowed.
+            body: dict[str, Any] = {}
+        else:
+            try:
+                body = json.loads(data)
+            except ValueError:
+                body = {"error": {"description": f"unreadable batch ack {data[:80]!r}"}}
         stored = int(body.get("count") or 0) if not body.get("error") else 0
         if body.get("error"):
             err = body["error"]
@@ -402,11 +438,17 @@ def _parse(raw: bytes) -> PubResult:
         return PubResult(error="no responders: the stream is missing or has no leader", code=503)
     try:
         ack = _read_ack(raw)
-    except msgspec.MsgspecError:
-        return PubResult(error=f"unreadable PubAck: {raw[:80]!r}")
+    except msgspec.MsgspecError:  # no PubAck came (an empty reply): ask again, as for no responders
+        return PubResult(error=f"unreadable PubAck: {raw[:80]!r}", code=503)
     if ack.error is not None:
         return PubResult(error=ack.error.description or "refused", code=ack.error.err_code or ack.error.code)
     return PubResult(seq=ack.seq, duplicate=ack.duplicate)
+
+
+def _plain_ack(raw: bytes) -> bool:
+    """A PubAck without an error: a JSON object. Anything else (a "no responders" status while a
+    stream has no leader, an empty reply) is read in full, so it is retried, never taken for stored."""
+    return raw[:1] == b"{" and b'"error"' not in raw
 
 
 def _transient(res: PubResult) -> bool:
