@@ -22,18 +22,19 @@ from sqlalchemy import select
 from jetqueue.control import AuditAction, EntityType, delete_job, promote_job, retry_job
 from jetqueue.control import Controller as Control
 from jetqueue.errors import ConflictError, JetqueueError
-from jetqueue.job import now_ms
+from jetqueue.job import JobStatus, now_ms
 from jetqueue_monitor.queries import JobFilter, job_query
 from jetqueue_monitor.store import Store
 
 log = logging.getLogger("jetqueue.monitor.bulk")
 
 # the states each action applies to (a bulk "cancel" skips the finished jobs a filter also matches)
-APPLIES: dict[str, tuple[str, ...]] = {
-    "retry": ("failed",),
-    "cancel": ("waiting", "scheduled", "active"),
-    "delete": ("waiting", "scheduled", "failed", "completed", "cancelled"),
-    "promote": ("scheduled",),
+_S = JobStatus
+APPLIES: dict[str, tuple[JobStatus, ...]] = {
+    "retry": (_S.FAILED,),
+    "cancel": (_S.WAITING, _S.SCHEDULED, _S.ACTIVE),
+    "delete": (_S.WAITING, _S.SCHEDULED, _S.FAILED, _S.COMPLETED, _S.CANCELLED),
+    "promote": (_S.SCHEDULED,),
 }
 AUDIT = {
     "retry": AuditAction.BULK_RETRY,

@@ -369,7 +369,7 @@ class Store:
         async with self.sessions() as s:
             rows = await s.execute(
                 select(Job.job_id, Job.queue, Job.last_event_ms)
-                .where(Job.status == "scheduled", Job.run_at <= before)
+                .where(Job.status == JobStatus.SCHEDULED, Job.run_at <= before)
                 .order_by(Job.run_at)
                 .limit(limit)
             )
@@ -380,11 +380,11 @@ class Store:
 
         With ``seen_ms`` only if the row still is what the caller saw (nothing newer arrived meanwhile).
         """
-        cond = [Job.job_id == job_id, Job.status == "scheduled"]
+        cond = [Job.job_id == job_id, Job.status == JobStatus.SCHEDULED]
         if seen_ms is not None:
             cond.append(Job.last_event_ms == seen_ms)
         async with self.sessions.begin() as s:
-            res = await s.execute(update(Job).where(*cond).values(status="waiting", run_at=None))
+            res = await s.execute(update(Job).where(*cond).values(status=JobStatus.WAITING, run_at=None))
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
     async def mark_requeued(self, job_id: str, ts_ms: int) -> None:
@@ -393,7 +393,7 @@ class Store:
             await s.execute(
                 update(Job)
                 .where(Job.job_id == job_id, Job.last_event_ms <= ts_ms)
-                .values(status="waiting", finished_at=None, expires_at=None, run_at=None, last_event_ms=ts_ms)
+                .values(status=JobStatus.WAITING, finished_at=None, expires_at=None, run_at=None, last_event_ms=ts_ms)
             )
 
     async def mark_cancelled(self, job_id: str, *, error: str | None, ts_ms: int, seen_ms: int | None = None) -> bool:
@@ -411,7 +411,7 @@ class Store:
                 update(Job)
                 .where(*cond)
                 .values(
-                    status="cancelled",
+                    status=JobStatus.CANCELLED,
                     error=error,
                     run_at=None,
                     finished_at=ms_to_dt(ts_ms),
