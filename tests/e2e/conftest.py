@@ -7,12 +7,9 @@ under CI=true (``make browser`` installs Debian's chromium).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-import socket
 import struct
 import sys
-import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from litestar import Litestar
 from nats.aio.client import Client as NatsClient
 
@@ -33,6 +29,7 @@ from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_worker.runtime import Worker
 from tests.conftest import IN_CI, eventually
+from tests.servers import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google hosts this machine cannot reach.
@@ -123,37 +120,6 @@ class World:
         r = await self.http.get(API + path)
         assert r.status_code == 200, r.text
         return r.json()
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_config=None, access_log=False, ws="none", http="h11", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the monitor did not start")
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        done, _ = await asyncio.wait({task}, timeout=15)
-        if not done:
-            for t in asyncio.all_tasks():
-                print(f"task {t.get_name()}:", file=sys.stderr)
-                t.print_stack(file=sys.stderr)
-            raise RuntimeError("monitor shutdown hangs")
-        sock.close()
 
 
 async def _stop(worker: Worker) -> None:

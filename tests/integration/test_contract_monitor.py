@@ -7,10 +7,6 @@ every refusal the schema documents is reachable.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
-from litestar import Litestar
 from schemathesis import Case
 
 from jetqueue.catalog import load_catalog
@@ -27,6 +21,7 @@ from jetqueue.embedded import EmbeddedNats
 from jetqueue.settings import CommonSettings
 from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -71,38 +66,6 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 """
 
 
-def _serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread with its own event loop; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        ws="none",
-        http="h11",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the monitor did not start (see its log)")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def monitor_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("contract")
@@ -115,7 +78,7 @@ def monitor_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sample_interval_s=1.0,
     )
     try:
-        yield from _serve_in_thread(create_app(settings, catalog=load_catalog()))
+        yield from serve_in_thread(create_app(settings, catalog=load_catalog()))
     finally:
         nats.cleanup()
 

@@ -7,11 +7,7 @@ and every refusal the document lists is reachable.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from litestar import Litestar
 from schemathesis import Case, GenerationMode
@@ -31,6 +26,7 @@ from jetqueue_producer.app import create_app
 from jetqueue_producer.openapi import model_schema
 from jetqueue_producer.schemas import BidEvaluationIn, BulkIn, EIUpdateIn, JobIn, ScheduleIn
 from jetqueue_producer.settings import ProducerSettings
+from tests.servers import serve_in_thread
 
 ADMIN_TOKEN = "contract-admin-token"
 
@@ -129,33 +125,9 @@ def map_case(_ctx: Any, case: Case) -> Case:
 # ------------------------------------------------------------- the producer
 
 
-def _serve_in_thread(app: Litestar) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread with its own event loop; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, ws="none", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the producer did not start (see its log)")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture
 def producer_url(common: CommonSettings, catalog: Catalog) -> Iterator[str]:
-    yield from _serve_in_thread(make_app(common, catalog))
+    yield from serve_in_thread(make_app(common, catalog))
 
 
 def test_the_served_document_is_the_one_tested(producer_url: str) -> None:

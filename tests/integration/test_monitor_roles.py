@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from litestar import Litestar
 from nats.aio.client import Client as NatsClient
 
@@ -31,6 +29,7 @@ from jetqueue.errors import JobNotFound
 from jetqueue.settings import CommonSettings
 from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
+from tests import servers
 from tests.conftest import eventually
 
 Q = "email-send"
@@ -174,28 +173,8 @@ def _settings(common: CommonSettings, url: str, **kw: Any) -> MonitorSettings:
 @contextlib.asynccontextmanager
 async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """Run ``app`` under uvicorn on a free loopback port; yield a client for it."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_config=None, access_log=False, ws="none", http="h11", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the monitor did not start (see its log)")
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-        sock.close()
+    async with servers.serve(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
+        yield http
 
 
 @pytest.fixture
