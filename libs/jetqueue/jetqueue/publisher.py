@@ -145,7 +145,7 @@ class _Watch:
         loop = self.done.get_loop()
         now = loop.time()
         if now >= self.end or self.nc.stats["reconnects"] != self.reconnects:
-            self.done.set_result(None)
+            _give_up(self.done)
             return
         self.handle = loop.call_later(min(WATCH_S, self.end - now), self._tick)
 
@@ -196,6 +196,7 @@ class Publisher:
         self._fast_failures = 0
         self._prefix = ""
         self._sub: Subscription | None = None
+        self._fast_sub: Subscription | None = None
         self._next = 0
         self._waiting: dict[str, tuple[_Batch, int]] = {}
         self._starting: asyncio.Lock | None = None
@@ -213,21 +214,24 @@ class Publisher:
                 )
                 if self.fast_prefix is not None:
                     self._fast_inbox = self.nc.new_inbox()
-                    await self.nc.subscribe(
+                    self._fast_sub = await self.nc.subscribe(
                         self._fast_inbox + ".>", cb=self._on_fast_reply, pending_msgs_limit=-1, pending_bytes_limit=-1
                     )
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # the connection may be gone already
-                pass
-            self._sub = None
+        for sub in (self._sub, self._fast_sub):
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # the connection may be gone already
+                    pass
+        self._sub = self._fast_sub = None
         for batch, _i in self._waiting.values():
-            if not batch.done.done():
-                batch.done.set_result(None)
+            _give_up(batch.done)
+        for batch, _indices in self._fast_waiting.values():
+            _give_up(batch.done)
         self._waiting.clear()
+        self._fast_waiting.clear()
 
     @property
     def in_flight(self) -> int:
