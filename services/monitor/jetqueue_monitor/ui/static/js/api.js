@@ -113,3 +113,20 @@ export function stream(onUpdate, onState) {
     if (es) es.close();
   };
 }
+
+// One view's loads: only the newest answer lands; an older one arriving late, or any
+// answer after drop() (the view is gone), is ignored.
+export function newest(fetchFn, land, fail) {
+  let seq = 0;
+  const load = async (...args) => {
+    const mine = ++seq;
+    try {
+      const got = await fetchFn(...args);
+      if (mine === seq) land(got, ...args);
+    } catch (err) {
+      if (mine === seq) fail(err);
+    }
+  };
+  load.drop = () => { seq++; };
+  return load;
+}

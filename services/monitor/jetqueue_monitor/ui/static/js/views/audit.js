@@ -4,7 +4,7 @@ import * as api from '../api.js';
 import { h, fill, debounce } from '../dom.js';
 import { t, when, ago, queueLabel } from '../i18n.js';
 import { patch } from '../router.js';
-import { td } from '../widgets.js';
+import { td, errorText } from '../widgets.js';
 
 const ACTIONS = [
   'QUEUE_PAUSE', 'QUEUE_RESUME', 'QUEUE_DRAIN', 'QUEUE_CLEAN', 'QUEUE_RETRY_FAILED', 'JOB_RETRY', 'JOB_CANCEL', 'JOB_PROMOTE',
@@ -86,21 +86,15 @@ export function auditView(ctx, params) {
   el.append(bar, listWrap, more);
   let items = [];
   let next = null;
-  let seq = 0;
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
-    try {
-      const body = await api.get(`/audit?${query(p, append ? next : null)}`);
-      if (mine !== seq) return;
+  const load = api.newest(({ append = false } = {}) => api.get(`/audit?${query(p, append ? next : null)}`),
+    (body, { append = false } = {}) => {
       items = append ? items.concat(body.items) : body.items;
       next = body.next_before_id;
       fill(listWrap, items.length ? auditTable(items) : h('div', { class: 'empty', 'data-role': 'empty' }, h('p', {}, t('no_audit'))));
       fill(more, next ? h('button', { type: 'button', class: 'btn', 'data-role': 'more', onclick: () => load({ append: true }) }, t('load_older')) : null);
-    } catch (err) {
-      if (mine === seq) fill(listWrap, h('p', { class: 'bad' }, err.detail || err.message));
-    }
-  }
+    },
+    (err) => fill(listWrap, h('p', { class: 'bad' }, errorText(err))));
 
   fill(bar, filterBar(ctx, p));
   fill(listWrap, h('p', { class: 'muted loading' }, '…'));
@@ -116,6 +110,6 @@ export function auditView(ctx, params) {
     tick() {
       if (!bar.querySelector('#a-queue option:nth-child(2)') && ctx.state.queues.length) fill(bar, filterBar(ctx, p));
     },
-    destroy() { seq++; },
+    destroy() { load.drop(); },
   };
 }

@@ -51,19 +51,10 @@ export function jobDrawer(id, ctx, onChanged) {
   let job = null;
   let summaryLang = getLang();
   let lastKey = '';
-  let seq = 0;
 
-  async function load() {
-    const mine = ++seq;
-    try {
-      const got = await api.get(`/jobs/${api.enc(id)}`);
-      if (mine !== seq) return;
-      job = got;
-      render();
-    } catch (err) {
-      if (mine === seq) fill(content, h('p', { class: 'bad', 'data-role': 'job-error' }, errorText(err)));
-    }
-  }
+  const load = api.newest(() => api.get(`/jobs/${api.enc(id)}`),
+    (got) => { job = got; render(); },
+    (err) => fill(content, h('p', { class: 'bad', 'data-role': 'job-error' }, errorText(err))));
 
   async function act(kind) {
     const a = ACTS[kind];
@@ -168,6 +159,6 @@ export function jobDrawer(id, ctx, onChanged) {
     el: d.el,
     poll() { if (job && !FINAL.has(job.status)) load(); },
     tick() { if (job) render(); },
-    destroy() { seq++; d.destroy(); },
+    destroy() { load.drop(); d.destroy(); },
   };
 }

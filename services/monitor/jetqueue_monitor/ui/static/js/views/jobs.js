@@ -4,7 +4,7 @@ import * as api from '../api.js';
 import { h, fill, debounce } from '../dom.js';
 import { t, num, duration, ago, when, queueLabel } from '../i18n.js';
 import { patch } from '../router.js';
-import { jobChip, td } from '../widgets.js';
+import { jobChip, td, errorText } from '../widgets.js';
 import { jobDrawer } from './job_drawer.js';
 import { bulkBar } from './bulk.js';
 
@@ -164,26 +164,20 @@ export function jobsView(ctx, params) {
     bulk ? bulk.el : null, listWrap, more);
   let items = [];
   let cursor = null;
-  let seq = 0;
   let timer = null;
   let drawerObj = null;
   let lastKey = '';
   const types = new Set();
 
-  async function load({ append = false } = {}) {
-    const mine = ++seq;
+  const load = api.newest(({ append = false } = {}) => {
     // A refresh re-reads everything loaded so far (up to the API's 500), so "load older" survives polling.
     const limit = append ? PAGE : Math.min(500, Math.max(PAGE, items.length));
-    try {
-      const body = await api.get(`/jobs?${apiQuery(p, limit, append ? cursor : null)}`);
-      if (mine !== seq) return;
-      items = append ? items.concat(body.items) : body.items;
-      cursor = body.next_cursor;
-      renderList();
-    } catch (err) {
-      if (mine === seq) fill(listWrap, h('p', { class: 'bad' }, err.detail || err.message));
-    }
-  }
+    return api.get(`/jobs?${apiQuery(p, limit, append ? cursor : null)}`);
+  }, (body, { append = false } = {}) => {
+    items = append ? items.concat(body.items) : body.items;
+    cursor = body.next_cursor;
+    renderList();
+  }, (err) => fill(listWrap, h('p', { class: 'bad' }, errorText(err))));
 
   function renderList(force = false) {
     const before = types.size;
@@ -279,7 +273,7 @@ export function jobsView(ctx, params) {
     },
     destroy() {
       clearTimeout(timer);
-      seq++;
+      load.drop();
       if (drawerObj) drawerObj.destroy();
       if (bulk) bulk.destroy();
     },

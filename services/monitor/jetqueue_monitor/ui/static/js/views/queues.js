@@ -70,21 +70,15 @@ function queuePanel(name, ctx) {
   d.body.append(content, actions);
   let detail = null;
   let fetchedAt = 0;
-  let seq = 0;
   let lastKey = '';
   let windowKey = '1h'; // the trend's time range: the last hour (samples), or 24 h / 7 d (hourly rollups)
 
-  async function load() {
-    const mine = ++seq;
+  const fetchDetail = api.newest(() => api.get(`/queues/${api.enc(name)}?window=${windowKey}`),
+    (got) => { detail = got; render(); },
+    (err) => fill(content, h('p', { class: 'bad' }, errorText(err))));
+  function load() {
     fetchedAt = Date.now();
-    try {
-      const got = await api.get(`/queues/${api.enc(name)}?window=${windowKey}`);
-      if (mine !== seq) return;
-      detail = got;
-      render();
-    } catch (err) {
-      if (mine === seq) fill(content, h('p', { class: 'bad' }, errorText(err)));
-    }
+    return fetchDetail();
   }
 
   function windowSwitch() {
@@ -219,7 +213,7 @@ function queuePanel(name, ctx) {
     name,
     el: d.el,
     tick() { if (Date.now() - fetchedAt > 4000) load(); },
-    destroy() { seq++; d.destroy(); },
+    destroy() { fetchDetail.drop(); d.destroy(); },
   };
 }
 

@@ -88,20 +88,14 @@ export function schedulesView(ctx) {
   el.append(head, listWrap);
   let items = null;
   let fetchedAt = 0;
-  let seq = 0;
   let lastKey = '';
 
-  async function load() {
-    const mine = ++seq;
+  const fetchSchedules = api.newest(() => api.get('/schedules'),
+    (got) => { items = got; render(); },
+    (err) => fill(listWrap, h('p', { class: 'bad' }, errorText(err))));
+  function load() {
     fetchedAt = Date.now();
-    try {
-      const got = await api.get('/schedules');
-      if (mine !== seq) return;
-      items = got;
-      render();
-    } catch (err) {
-      if (mine === seq) fill(listWrap, h('p', { class: 'bad' }, errorText(err)));
-    }
+    return fetchSchedules();
   }
 
   async function act(fn, okText) {
@@ -155,6 +149,6 @@ export function schedulesView(ctx) {
     el,
     route() { render(); },
     tick() { if (Date.now() - fetchedAt > REFRESH_MS) load(); else render(); },
-    destroy() { seq++; },
+    destroy() { fetchSchedules.drop(); },
   };
 }

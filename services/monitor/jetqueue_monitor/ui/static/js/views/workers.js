@@ -4,7 +4,7 @@ import * as api from '../api.js';
 import { h, fill } from '../dom.js';
 import { t, num, ago, when, span, queueLabel } from '../i18n.js';
 import { patch } from '../router.js';
-import { link, workerChip, td } from '../widgets.js';
+import { link, workerChip, td, errorText } from '../widgets.js';
 
 const REFRESH_MS = 4000;
 const STATUSES = ['ONLINE', 'DEGRADED', 'OFFLINE'];
@@ -17,20 +17,14 @@ export function workersView(ctx, params) {
   el.append(bar, listWrap);
   let workers = null;
   let fetchedAt = 0;
-  let seq = 0;
   let lastKey = '';
 
-  async function load() {
-    const mine = ++seq;
+  const fetchWorkers = api.newest(() => api.get('/workers'),
+    (got) => { workers = got; render(); },
+    (err) => fill(listWrap, h('p', { class: 'bad' }, errorText(err))));
+  function load() {
     fetchedAt = Date.now();
-    try {
-      const got = await api.get('/workers');
-      if (mine !== seq) return;
-      workers = got;
-      render();
-    } catch (err) {
-      if (mine === seq) fill(listWrap, h('p', { class: 'bad' }, err.detail || err.message));
-    }
+    return fetchWorkers();
   }
 
   function renderBar() {
@@ -88,6 +82,6 @@ export function workersView(ctx, params) {
       if (Date.now() - fetchedAt > REFRESH_MS) load();
       else render(); // redraws only if something changed (e.g. the queue labels just arrived)
     },
-    destroy() { seq++; },
+    destroy() { fetchWorkers.drop(); },
   };
 }
