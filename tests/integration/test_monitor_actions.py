@@ -23,13 +23,10 @@ from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_monitor.store import Store
 from tests.conftest import eventually
 from tests.integration.test_monitor_roles import dead_letter
+from tests.integration.tokens import ADMIN, OPERATOR, TOKENS, VIEWER
 
 Q = "email-send"
 API = "/admin/worker-monitor"
-TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
-ADMIN = {"Authorization": "Bearer admin-token"}
-OPERATOR = {"Authorization": "Bearer op-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 
 
 @pytest.fixture

@@ -18,12 +18,9 @@ from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_worker.runtime import Worker
 from tests.conftest import eventually
+from tests.integration.tokens import ADMIN, OPERATOR, TOKENS, VIEWER
 
 Q = "email-send"
-TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
-ADMIN = {"Authorization": "Bearer admin-token"}
-OPERATOR = {"Authorization": "Bearer op-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 
 
 @pytest.fixture

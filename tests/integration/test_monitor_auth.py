@@ -22,11 +22,10 @@ from jetqueue_monitor.app import create_app
 from jetqueue_monitor.auth import LoginLimiter
 from jetqueue_monitor.settings import MonitorSettings
 from tests.conftest import eventually
+from tests.integration.tokens import ADMIN, VIEWER
 
 Q = "email-send"
 BASE = "/admin/worker-monitor"
-ADMIN = {"Authorization": "Bearer admin-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 USERS = "ada:admin:pw-ada,bob:viewer:pw-bob"
 
 

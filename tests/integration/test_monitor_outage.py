@@ -25,12 +25,11 @@ from jetqueue_monitor.settings import MonitorSettings
 from tests.conftest import eventually
 from tests.integration.test_monitor_ingest import EngineFailure, TcpProxy
 from tests.integration.test_monitor_roles import serve
+from tests.integration.tokens import ADMIN, VIEWER
 
 Q = "email-send"
 BASE = "/admin/worker-monitor"
 TOKENS = "ada:admin:admin-token,vic:viewer:viewer-token"
-ADMIN = {"Authorization": "Bearer admin-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 UNAVAILABLE = "the monitor database is unavailable; retry later"
 
 

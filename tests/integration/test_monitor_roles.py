@@ -31,19 +31,17 @@ from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
 from tests import servers
 from tests.conftest import eventually
+from tests.integration.tokens import ADMIN, OPERATOR, TOKENS, VIEWER
 
 Q = "email-send"
 BASE = "/admin/worker-monitor"
-TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
 HEADERS: dict[str, dict[str, str]] = {
     "anonymous": {},
     "bad-token": {"Authorization": "Bearer not-a-token"},
-    "viewer": {"Authorization": "Bearer viewer-token"},
-    "operator": {"Authorization": "Bearer op-token"},
-    "admin": {"Authorization": "Bearer admin-token"},
+    "viewer": VIEWER,
+    "operator": OPERATOR,
+    "admin": ADMIN,
 }
-ADMIN = HEADERS["admin"]
-VIEWER = HEADERS["viewer"]
 
 # What each caller gets on a route that needs a given role.
 EXPECTED: dict[str, dict[str, int]] = {

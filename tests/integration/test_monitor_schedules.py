@@ -22,12 +22,9 @@ from jetqueue.settings import CommonSettings
 from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
 from tests.conftest import eventually
+from tests.integration.tokens import ADMIN, OPERATOR, TOKENS, VIEWER
 
 API = "/admin/worker-monitor/schedules"
-TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
-ADMIN = {"Authorization": "Bearer admin-token"}
-OPERATOR = {"Authorization": "Bearer op-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 Q = "report-generate"
 
 

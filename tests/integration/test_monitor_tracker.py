@@ -23,12 +23,10 @@ from jetqueue_monitor.app import create_app
 from jetqueue_monitor.settings import MonitorSettings
 from jetqueue_worker.runtime import Worker
 from tests.conftest import eventually
+from tests.integration.tokens import OPERATOR, TOKENS, VIEWER
 
 Q = "email-send"
 API = "/admin/worker-monitor"
-TOKENS = "ada:admin:admin-token,otto:operator:op-token,vic:viewer:viewer-token"
-OPERATOR = {"Authorization": "Bearer op-token"}
-VIEWER = {"Authorization": "Bearer viewer-token"}
 
 
 def _settings(common: CommonSettings, database_url: str) -> MonitorSettings:
